@@ -1,0 +1,176 @@
+"""Keras callbacks for continual learning.
+
+`TaskEvaluation` evaluates the model on every task of a sequence at the end of each epoch
+and writes the accuracies into `logs`, so `History`, `CSVLogger` and `TensorBoard` record
+them like any other metric. One `model.fit` call is one task: the callback starts the next
+task when `fit` begins and closes the task (BatchNorm snapshot, accuracy-matrix row) when it
+ends.
+
+!!! example
+    ```python
+    tasks = larq_meta.tasks.permuted_mnist(num_tasks=3)
+    evaluation = larq_meta.callbacks.TaskEvaluation(tasks, bn_protocol="per_task")
+    for task in tasks:
+        model.fit(*task.train, epochs=2, batch_size=100,
+                  callbacks=[evaluation, tf.keras.callbacks.CSVLogger("log.csv", append=True)])
+    print(evaluation.accuracy_matrix)
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from larq_meta.batchnorm import check_bn_protocol, snapshot_batchnorm, using_batchnorm
+from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset
+
+__all__ = ["TaskEvaluation"]
+
+
+class TaskEvaluation(tf.keras.callbacks.Callback):
+    """Evaluate every task at the end of each epoch; keep the accuracy matrix.
+
+    At the end of each epoch it writes to `logs`:
+
+    - `acc_task_<k>` (k = 1..T): test accuracy on task k (each task, seen or not);
+    - `acc_mean_seen`: mean accuracy over the tasks trained so far (1..current).
+
+    When a `fit` call ends, the current task is closed: its BatchNorm state is saved (see
+    `larq_meta.batchnorm`) and row `i` of `accuracy_matrix` (after training task i, accuracy
+    on task j, NaN until known) is filled from the last evaluation. The next `fit` call
+    trains the next task.
+
+    # Arguments
+        tasks: A `TaskSequence` or list of `Task`s, in training order.
+        bn_protocol: How BatchNorm is used when evaluating task `k`: `"per_task"` (the
+            paper's: task k's snapshot saved when task k ended; the live state for the
+            current and future tasks), `"batch_stats"` (the reference code's current
+            protocol: test batches normalized with their own statistics, task k's gamma and
+            beta), or `"shared"` (the live state for all tasks).
+        batch_size: Test batch size. It matters for `"batch_stats"` (reference: 1000).
+        verbose: Print the per-task accuracies after each epoch.
+
+    # Attributes
+        accuracy_matrix: `(T, T)` array, `R[i, j]` = accuracy on task j after task i.
+        history: One record per epoch: `{"task": i, "epoch": e, "accuracies": [...]}`.
+        bn_snapshots: BatchNorm state saved at the end of each finished task.
+        current_task: Index of the task being trained (or next to train).
+    """
+
+    def __init__(
+        self,
+        tasks: TaskSequence | Sequence[Task],
+        *,
+        bn_protocol: str = "per_task",
+        batch_size: int = 1000,
+        verbose: bool = False,
+    ):
+        super().__init__()
+        self.tasks = as_sequence(tasks)
+        self.bn_protocol = check_bn_protocol(bn_protocol)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+        self.batch_size = batch_size
+        self.verbose = verbose
+        num_tasks = len(self.tasks)
+        self.accuracy_matrix = np.full((num_tasks, num_tasks), np.nan)
+        self.history: list[dict] = []
+        self.bn_snapshots: list[dict] = []
+        self.current_task = 0
+        self._last_accuracies: list[float] | None = None
+        self._test_sets = [make_dataset(task.test, batch_size) for task in self.tasks]
+        self._predict = None
+
+    # -- state a checkpoint needs -----------------------------------------------------------
+    def get_state(self) -> dict:
+        return {
+            "accuracy_matrix": self.accuracy_matrix.copy(),
+            "history": list(self.history),
+            "bn_snapshots": list(self.bn_snapshots),
+            "current_task": self.current_task,
+        }
+
+    def set_state(self, state: dict) -> None:
+        self.accuracy_matrix = np.array(state["accuracy_matrix"], dtype=float)
+        self.history = list(state["history"])
+        self.bn_snapshots = list(state["bn_snapshots"])
+        self.current_task = int(state["current_task"])
+
+    # -- Keras hooks -------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        if self.current_task >= len(self.tasks):
+            raise RuntimeError(
+                f"TaskEvaluation: all {len(self.tasks)} tasks are finished; a further `fit` has "
+                "no task to train. Use a new callback for a new sequence."
+            )
+        self._last_accuracies = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracies = self.evaluate()
+        self._last_accuracies = accuracies
+        self.history.append(
+            {"task": self.current_task, "epoch": epoch, "accuracies": list(accuracies)}
+        )
+        if logs is not None:
+            logs.update(self.accuracy_logs(accuracies))
+        if self.verbose:
+            shown = " ".join(f"{a:.4f}" for a in accuracies)
+            print(f"task {self.current_task + 1} epoch {epoch + 1}: test accuracies {shown}")
+
+    def on_train_end(self, logs=None):
+        self.end_task()
+
+    # -- the protocol ------------------------------------------------------------------------
+    def accuracy_logs(self, accuracies: Sequence[float]) -> dict[str, float]:
+        seen = accuracies[: self.current_task + 1]
+        logs = {f"acc_task_{j + 1}": float(a) for j, a in enumerate(accuracies)}
+        logs["acc_mean_seen"] = float(np.mean(seen))
+        return logs
+
+    def end_task(self) -> None:
+        """Close the current task: snapshot BatchNorm, fill its accuracy-matrix row."""
+        if self._last_accuracies is None:  # fit ran no epoch: evaluate the model as it is
+            self._last_accuracies = self.evaluate()
+        self.accuracy_matrix[self.current_task] = self._last_accuracies
+        self.bn_snapshots.append(snapshot_batchnorm(self.model))
+        self.current_task += 1
+        self._last_accuracies = None
+
+    def bn_state_for(self, task_index: int) -> dict | None:
+        """The BatchNorm snapshot to evaluate `task_index` with (None: the live state)."""
+        if self.bn_protocol == "shared" or task_index >= len(self.bn_snapshots):
+            return None
+        return self.bn_snapshots[task_index]
+
+    def evaluate(self) -> list[float]:
+        """Test accuracy on every task, each with the BatchNorm state the protocol gives it."""
+        if self._predict is None:
+            training = self.bn_protocol == "batch_stats"
+            model = self.model
+            self._predict = tf.function(lambda x: model(x, training=training))
+        return [self._evaluate_task(j) for j in range(len(self.tasks))]
+
+    def _evaluate_task(self, j: int) -> float:
+        restore_after = self.bn_protocol == "batch_stats"  # batch statistics move the averages
+        state = self.bn_state_for(j)
+        if state is None and restore_after:
+            state = snapshot_batchnorm(self.model)
+        correct = total = 0
+        with using_batchnorm(self.model, state):
+            for x, y in self._test_sets[j]:
+                logits = self._predict(x)
+                predictions = self._predictions(logits, self.tasks[j])
+                correct += int(tf.reduce_sum(tf.cast(predictions == tf.cast(y, tf.int64), tf.int32)))
+                total += int(tf.shape(y)[0])
+        return correct / total
+
+    def _predictions(self, logits: tf.Tensor, task: Task) -> tf.Tensor:
+        classes = getattr(task, "classes", None)
+        if classes is None or self.tasks.scenario != "task":
+            return tf.argmax(logits, axis=-1)
+        # Task-incremental: the task identity is known, so choose among its classes only.
+        classes = tf.constant(classes, tf.int64)
+        return tf.gather(classes, tf.argmax(tf.gather(logits, classes, axis=-1), axis=-1))

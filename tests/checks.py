@@ -1,0 +1,171 @@
+"""Reusable checks shared by the larq-meta tests (in the spirit of keras-hub's `TestCase`).
+
+Every optimizer, layer and model test should go through the same serialization and saving
+checks instead of re-implementing them:
+
+- `assert_config_round_trip(obj)`: `get_config` is JSON-serializable and survives
+  `from_config`, and the matching `tf.keras.*.serialize`/`deserialize` pair.
+- `assert_keras_save_load(model, x, directory)`: `model.save("….keras")` +
+  `tf.keras.models.load_model` restore weights, optimizer (config, slots, iterations) and
+  predictions.
+- `assert_checkpoint_restore(model, fresh_model, directory)`: the same through
+  `tf.train.Checkpoint(model=..., optimizer=...)`.
+- `assert_model_state_equal`, `assert_optimizer_state_equal`: the comparisons those use.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import numpy as np
+
+import larq_meta  # noqa: F401  (must come before tf.keras: makes it tf-keras)
+import tensorflow as tf
+
+__all__ = [
+    "assert_config_round_trip",
+    "assert_keras_save_load",
+    "assert_checkpoint_restore",
+    "assert_model_state_equal",
+    "assert_optimizer_state_equal",
+    "model_state",
+    "optimizer_state",
+]
+
+
+def _serializers(obj):
+    """The `tf.keras` serialize/deserialize pair for `obj`'s kind, or None."""
+    keras = tf.keras
+    if isinstance(obj, keras.optimizers.schedules.LearningRateSchedule):
+        return keras.optimizers.schedules.serialize, keras.optimizers.schedules.deserialize
+    if isinstance(obj, keras.optimizers.Optimizer):
+        return keras.optimizers.serialize, keras.optimizers.deserialize
+    if isinstance(obj, keras.Model):
+        return None  # Model configs are checked through `from_config`; use save/load for more.
+    if isinstance(obj, keras.layers.Layer):
+        return keras.layers.serialize, keras.layers.deserialize
+    return None
+
+
+def assert_config_round_trip(obj, custom_objects=None):
+    """Check that `obj`'s config is JSON-serializable and rebuilds an equal object.
+
+    Rebuilds through `type(obj).from_config(obj.get_config())` and, for optimizers,
+    schedules and layers, through `tf.keras.<kind>.serialize` / `deserialize`; each rebuilt
+    object must be of the same class and give back exactly the same config.
+
+    # Returns
+        The object rebuilt by `from_config`.
+    """
+    config = obj.get_config()
+    json.dumps(config)  # a `.keras` file stores the config as JSON
+    clone = type(obj).from_config(copy.deepcopy(config), **_custom_objects_kwarg(custom_objects))
+    assert type(clone) is type(obj), f"from_config gave a {type(clone)}, not a {type(obj)}"
+    assert clone.get_config() == config, _config_diff(config, clone.get_config())
+
+    pair = _serializers(obj)
+    if pair is not None:
+        serialize, deserialize = pair
+        payload = serialize(obj)
+        json.dumps(payload)
+        restored = deserialize(copy.deepcopy(payload), custom_objects=custom_objects)
+        assert type(restored) is type(obj), f"deserialize gave a {type(restored)}"
+        assert restored.get_config() == config, _config_diff(config, restored.get_config())
+    return clone
+
+
+def _custom_objects_kwarg(custom_objects):
+    return {"custom_objects": custom_objects} if custom_objects else {}
+
+
+def _config_diff(expected: dict, actual: dict) -> str:
+    keys = sorted(set(expected) | set(actual))
+    diff = {k: (expected.get(k), actual.get(k)) for k in keys if expected.get(k) != actual.get(k)}
+    return f"config changed in a round trip (key: (before, after)): {diff}"
+
+
+def model_state(model: tf.keras.Model) -> dict[str, np.ndarray]:
+    """All weights (trainable and not; larq kernels as their latent values), by name."""
+    names = [w.name for w in model.weights]
+    assert len(set(names)) == len(names), f"duplicate weight names: {names}"
+    return dict(zip(names, model.get_weights()))
+
+
+def _base_optimizer(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def optimizer_state(optimizer) -> dict[str, np.ndarray]:
+    """All optimizer variables (iterations, slots, loss scale ...), by name."""
+    state = {v.name: np.asarray(v.numpy()) for v in optimizer.variables}
+    assert len(state) == len(optimizer.variables), "duplicate optimizer variable names"
+    return state
+
+
+def _assert_states_equal(expected: dict, actual: dict, atol: float, what: str) -> None:
+    assert list(expected) == list(actual), f"{what} names differ: {list(expected)} != {list(actual)}"
+    for name, value in expected.items():
+        other = actual[name]
+        assert value.shape == other.shape and value.dtype == other.dtype, (
+            f"{what} {name}: {value.dtype}{value.shape} != {other.dtype}{other.shape}"
+        )
+        if atol == 0:
+            np.testing.assert_array_equal(other, value, err_msg=f"{what} {name}")
+        else:
+            np.testing.assert_allclose(other, value, rtol=0, atol=atol, err_msg=f"{what} {name}")
+
+
+def assert_model_state_equal(expected: tf.keras.Model, actual: tf.keras.Model, atol=0.0):
+    """Same weight names, dtypes, shapes and values (exactly, or within `atol`)."""
+    _assert_states_equal(model_state(expected), model_state(actual), atol, "weight")
+
+
+def assert_optimizer_state_equal(expected, actual, atol=0.0):
+    """Same optimizer class, config, iterations and variables (slots) by name and value."""
+    assert type(actual) is type(expected)
+    assert actual.get_config() == expected.get_config(), _config_diff(
+        expected.get_config(), actual.get_config()
+    )
+    assert int(actual.iterations.numpy()) == int(expected.iterations.numpy()), "iterations"
+    exp_state, act_state = optimizer_state(expected), optimizer_state(actual)
+    assert len(exp_state) > 1, "optimizer has no slots: was it built?"
+    _assert_states_equal(exp_state, act_state, atol, "optimizer variable")
+
+
+def assert_keras_save_load(model: tf.keras.Model, x, directory, atol=0.0) -> tf.keras.Model:
+    """Save `model` as `.keras`, reload it, and compare weights, optimizer and predictions.
+
+    The model must be built; if it was compiled and trained, the reloaded optimizer must have
+    the same config, iterations and slot values.
+
+    # Returns
+        The reloaded model (e.g. to check that training continues identically).
+    """
+    path = os.path.join(os.fspath(directory), "model.keras")
+    model.save(path)
+    loaded = tf.keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    assert_model_state_equal(model, loaded, atol)
+    if getattr(model, "optimizer", None) is not None:
+        assert_optimizer_state_equal(model.optimizer, loaded.optimizer, atol)
+    expected = model(x, training=False)
+    actual = loaded(x, training=False)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=max(atol, 1e-6))
+    return loaded
+
+
+def assert_checkpoint_restore(model: tf.keras.Model, fresh_model: tf.keras.Model, directory):
+    """Save `tf.train.Checkpoint(model=, optimizer=)` of `model`, restore it into
+    `fresh_model` (same architecture, compiled with an unbuilt optimizer of the same config)
+    and compare weights and optimizer state exactly.
+    """
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    path = checkpoint.save(os.path.join(os.fspath(directory), "ckpt"))
+    status = tf.train.Checkpoint(model=fresh_model, optimizer=fresh_model.optimizer).restore(path)
+    # Slot variables are created lazily; restoring into them is deferred until they exist.
+    _base_optimizer(fresh_model.optimizer).build(fresh_model.trainable_variables)
+    status.assert_existing_objects_matched()
+    assert_model_state_equal(model, fresh_model)
+    assert_optimizer_state_equal(model.optimizer, fresh_model.optimizer)

@@ -1,27 +1,40 @@
 """Make `tf.keras` resolve to legacy Keras (tf-keras), which larq needs on TF >= 2.16.
 
-TensorFlow reads `TF_USE_LEGACY_KERAS` once, the first time `tf.keras` is touched, so this
-must run before anything else imports TensorFlow's Keras: `import larq_meta` does it first.
+TensorFlow >= 2.16 reads `TF_USE_LEGACY_KERAS` when it is imported (for `from
+tensorflow.keras import ...`) and again when `tf.keras` is first touched. `import larq_meta`
+sets the variable before either happens; if TensorFlow was imported first, it points the
+`tensorflow.keras` import path at tf-keras the way TensorFlow itself does at import time.
 """
 
 import os
 import sys
 
 LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
+_LEGACY_VALUES = ("true", "True", "1")
+
+
+def _fail(reason: str) -> None:
+    raise ImportError(
+        f"larq_meta needs legacy Keras (the `tf-keras` package) as `tf.keras`: {reason} "
+        f"Set {LEGACY_KERAS_VARIABLE}=1 in the environment, or import larq_meta before "
+        "anything imports Keras."
+    )
 
 
 def ensure_legacy_keras() -> None:
     """Set `TF_USE_LEGACY_KERAS=1` unless already set, then check that `tf.keras` is Keras 2."""
-    already_imported = "tensorflow" in sys.modules
-    os.environ.setdefault(LEGACY_KERAS_VARIABLE, "1")
+    if os.environ.setdefault(LEGACY_KERAS_VARIABLE, "1") not in _LEGACY_VALUES:
+        _fail(f"{LEGACY_KERAS_VARIABLE}={os.environ[LEGACY_KERAS_VARIABLE]!r} asks for Keras 3.")
     import tensorflow as tf
 
+    if getattr(tf, "_tf_uses_legacy_keras", True) is False:
+        # TensorFlow was imported before the variable was set: redo its import-time choice.
+        if any(name.startswith("tensorflow.keras") for name in sys.modules):
+            _fail("`tensorflow.keras` was already imported as Keras 3.")
+        from tensorflow.python.tools import module_util
+
+        tf.__path__.insert(0, module_util.get_parent_dir_for_name("tf_keras.api._v2.keras"))
+        tf._tf_uses_legacy_keras = True
     # tf-keras on TF >= 2.16 is `tf_keras.api._v2.keras`; TF <= 2.15 bundles `keras.api._v2.keras`.
     if "api._v2" not in tf.keras.__name__:
-        raise ImportError(
-            "larq_meta needs legacy Keras (the `tf-keras` package) as `tf.keras`, but "
-            f"`tf.keras` is `{tf.keras.__name__}` (Keras 3). Set {LEGACY_KERAS_VARIABLE}=1 before "
-            "anything touches `tf.keras`, or import larq_meta first "
-            f"({LEGACY_KERAS_VARIABLE}={os.environ.get(LEGACY_KERAS_VARIABLE)!r}, tensorflow "
-            f"{'was' if already_imported else 'was not'} imported before larq_meta)."
-        )
+        _fail(f"`tf.keras` is `{tf.keras.__name__}` (Keras 3).")

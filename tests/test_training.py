@@ -1,0 +1,155 @@
+"""Sequence trainer, task-evaluation callback and BatchNorm protocols on small synthetic tasks."""
+
+import csv
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import larq_meta
+from larq_meta import MetaplasticAdam
+from larq_meta.batchnorm import restore_batchnorm, snapshot_batchnorm
+from larq_meta.callbacks import TaskEvaluation
+from larq_meta.tasks import Task, TaskSequence
+from larq_meta.training import reset_optimizer, train_sequence
+
+
+def synthetic_tasks(num_tasks=2, n=512, dim=20, seed=0):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for k in range(num_tasks):
+        w = rng.normal(size=(dim, 4))
+        x = rng.normal(size=(n, dim)).astype("float32")
+        y = np.argmax(x @ w, axis=1).astype("int64")
+        tasks.append(Task(f"t{k + 1}", train=(x[: n // 2 * 1], y[: n // 2 * 1]), test=(x[n // 2:], y[n // 2:])))
+    return TaskSequence(tasks, name="synthetic")
+
+
+def small_model(m=1.0, seed=0):
+    tf.keras.utils.set_random_seed(seed)
+    model = larq_meta.models.paper_mlp((32, 32), num_classes=4, input_shape=(20,))
+    model.compile(
+        optimizer=MetaplasticAdam(m=m, learning_rate=0.01),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_logs_reach_history_and_csv_logger(tmp_path):
+    tasks = synthetic_tasks()
+    model = small_model()
+    log = tmp_path / "log.csv"
+    result = train_sequence(
+        model, tasks, epochs_per_task=2, batch_size=32, progress=False,
+        callbacks=[tf.keras.callbacks.CSVLogger(str(log), append=True)],
+    )
+    for history in result.fit_history:
+        assert {"acc_task_1", "acc_task_2", "acc_mean_seen", "loss"} <= set(history)
+        assert len(history["acc_task_1"]) == 2
+    rows = list(csv.DictReader(open(log)))
+    assert len(rows) == 4 and "acc_task_2" in rows[0]
+    # the matrix row of a task is the last evaluation of that task's fit
+    for i, history in enumerate(result.fit_history):
+        for j in range(2):
+            assert result.accuracy_matrix[i, j] == pytest.approx(history[f"acc_task_{j + 1}"][-1])
+    # mean over tasks seen so far
+    assert result.fit_history[0]["acc_mean_seen"][-1] == pytest.approx(result.accuracy_matrix[0, 0])
+    assert result.fit_history[1]["acc_mean_seen"][-1] == pytest.approx(result.accuracy_matrix[1].mean())
+    assert len(result.history) == 4 and result.history[-1]["task"] == 1
+    assert result.accuracy_matrix[0, 0] > 0.5  # learned something
+
+
+def manual_accuracy(model, task, bn_state=None):
+    live = snapshot_batchnorm(model)
+    if bn_state is not None:
+        restore_batchnorm(model, bn_state)
+    logits = model.predict(task.x_test, batch_size=1000, verbose=0)
+    restore_batchnorm(model, live)
+    return float(np.mean(np.argmax(logits, 1) == task.y_test))
+
+
+def test_per_task_protocol_evaluates_old_tasks_with_their_snapshot():
+    tasks = synthetic_tasks()
+    model = small_model()
+    evaluation = TaskEvaluation(tasks, bn_protocol="per_task")
+    for task in tasks:
+        model.fit(task.x_train, task.y_train, epochs=1, batch_size=32, verbose=0, callbacks=[evaluation])
+    assert len(evaluation.bn_snapshots) == 2 and evaluation.current_task == 2
+    R = evaluation.accuracy_matrix
+    assert R[1, 0] == pytest.approx(manual_accuracy(model, tasks[0], evaluation.bn_snapshots[0]))
+    assert R[1, 1] == pytest.approx(manual_accuracy(model, tasks[1]))
+    # the snapshot after task 1 differs from the final state, so the protocol matters
+    first, last = evaluation.bn_snapshots[0]["bn_1"][2], evaluation.bn_snapshots[1]["bn_1"][2]
+    assert not np.allclose(first, last)
+    with pytest.raises(RuntimeError, match="all 2 tasks are finished"):
+        model.fit(tasks[0].x_train, tasks[0].y_train, epochs=1, verbose=0, callbacks=[evaluation])
+
+
+def test_shared_protocol_uses_live_state():
+    tasks = synthetic_tasks()
+    model = small_model()
+    result = train_sequence(model, tasks, bn_protocol="shared", batch_size=32, progress=False)
+    assert result.accuracy_matrix[1, 0] == pytest.approx(manual_accuracy(model, tasks[0]))
+
+
+def test_batch_stats_protocol_uses_batch_statistics_and_leaves_state_alone():
+    tasks = synthetic_tasks()
+    model = small_model()
+    evaluation = TaskEvaluation(tasks, bn_protocol="batch_stats", batch_size=1000)
+    model.fit(tasks[0].x_train, tasks[0].y_train, epochs=1, batch_size=32, verbose=0, callbacks=[evaluation])
+    before = snapshot_batchnorm(model)
+    accuracies = evaluation.evaluate()
+    after = snapshot_batchnorm(model)
+    for name in before:
+        for a, b in zip(before[name], after[name]):
+            np.testing.assert_array_equal(a, b)
+    # batch statistics: identical to a training-mode forward pass over the whole test set
+    logits = model(tasks[0].x_test, training=True)
+    restore_batchnorm(model, before)
+    expected = float(np.mean(np.argmax(logits, 1) == tasks[0].y_test))
+    assert accuracies[0] == pytest.approx(expected)
+
+
+def test_reset_optimizer_zeroes_state():
+    tasks = synthetic_tasks(1)
+    model = small_model()
+    model.fit(tasks[0].x_train, tasks[0].y_train, epochs=1, batch_size=32, verbose=0)
+    assert int(model.optimizer.iterations) > 0
+    reset_optimizer(model.optimizer)
+    assert int(model.optimizer.iterations) == 0
+    assert all(not np.any(v.numpy()) for v in model.optimizer.variables)
+
+
+def test_result_save_and_table(tmp_path):
+    tasks = synthetic_tasks()
+    result = train_sequence(small_model(), tasks, batch_size=32, progress=False)
+    paths = result.save(str(tmp_path))
+    import json
+
+    saved = json.load(open(paths["json"]))
+    assert saved["bn_protocol"] == "per_task"
+    assert np.allclose(saved["accuracy_matrix"], result.accuracy_matrix)
+    assert saved["config"]["optimizer"]["config"]["m"] == 1.0
+    assert "per_task" in result.table() and "t2" in result.table()
+    assert open(paths["csv"]).readline().strip() == "after_task,t1,t2"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs_per_task": 0}, "epochs_per_task"),
+        ({"epochs_per_task": [1]}, "epochs_per_task"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"bn_protocol": "magic"}, "bn_protocol"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train_sequence(small_model(), synthetic_tasks(), progress=False, **kwargs)
+
+
+def test_uncompiled_model_is_refused():
+    model = larq_meta.models.paper_mlp((8, 8), num_classes=4, input_shape=(20,))
+    with pytest.raises(ValueError, match="compiled"):
+        train_sequence(model, synthetic_tasks(), progress=False)

@@ -32,6 +32,7 @@ __all__ = [
     "Task",
     "TaskSequence",
     "make_dataset",
+    "steps_per_epoch",
     "mnist_permutations",
     "permuted_mnist",
 ]
@@ -157,6 +158,8 @@ def make_dataset(
     *,
     shuffle: bool = False,
     seed: int | None = None,
+    epochs: int | None = None,
+    initial_epoch: int = 0,
     map_fn: Callable | None = None,
 ) -> tf.data.Dataset:
     """Batched, prefetched `tf.data` pipeline for arrays or an (unbatched) dataset.
@@ -164,28 +167,67 @@ def make_dataset(
     Data is batched first and converted per batch (integer images to float32 in `[0, 1]`),
     so no per-sample work runs in Python.
 
+    With `epochs`, the dataset holds epochs `initial_epoch .. epochs-1` back to back, for one
+    `model.fit(..., epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=...)`. Each
+    epoch's order is then a function of `(seed, epoch)` alone, so a run resumed at epoch `e`
+    sees exactly the batches an uninterrupted run would (for arrays, a stateless shuffle of
+    the indices; for a `tf.data.Dataset`, `shuffle` seeded with `seed` and the epoch).
+
     # Arguments
         data: `(x, y)` arrays or a `tf.data.Dataset` of unbatched `(x, y)` samples.
         batch_size: Batch size.
-        shuffle: Reshuffle every epoch.
+        shuffle: Shuffle (every epoch differently).
         seed: Shuffle seed (reproducible order).
+        epochs: Build a multi-epoch dataset ending at this epoch (see above).
+        initial_epoch: First epoch of a multi-epoch dataset.
         map_fn: Optional `(x, y) -> (x, y)` applied per batch after scaling.
     """
-    if isinstance(data, tf.data.Dataset):
-        dataset = data
-        if shuffle:
-            dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if epochs is None:
+        if isinstance(data, tf.data.Dataset):
+            dataset = data.shuffle(10_000, seed=seed) if shuffle else data
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices(tuple(data))
+            if shuffle:
+                dataset = dataset.shuffle(len(data[0]), seed=seed)
         dataset = dataset.batch(batch_size)
     else:
-        x, y = data
-        dataset = tf.data.Dataset.from_tensor_slices((x, y))
-        if shuffle:
-            dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size)
+        seed = 0 if seed is None else int(seed)
+        if isinstance(data, tf.data.Dataset):
+
+            def one_epoch(epoch):
+                epoch_data = data
+                if shuffle:
+                    epoch_data = data.shuffle(10_000, seed=seed * 1_000_003 + epoch)
+                return epoch_data.batch(batch_size)
+
+        else:
+            x, y = (tf.constant(a) for a in data)
+            n = len(data[0])
+
+            def one_epoch(epoch):
+                indices = tf.range(n, dtype=tf.int64)
+                if shuffle:
+                    key = tf.stack([tf.constant(seed, tf.int64), epoch])
+                    indices = tf.random.experimental.stateless_shuffle(indices, seed=key)
+                batches = tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+                return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+
+        dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
     dataset = dataset.map(lambda x, y: (_scale_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     if map_fn is not None:
         dataset = dataset.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(data: Data, batch_size: int) -> int:
+    """Number of batches in one epoch of `data` (counts a dataset of unknown size once)."""
+    if isinstance(data, tf.data.Dataset):
+        n = int(data.cardinality())
+        if n < 0:
+            n = int(data.reduce(tf.constant(0, tf.int64), lambda count, *_: count + 1))
+    else:
+        n = len(data[0])
+    return -(-n // batch_size)
 
 
 def mnist_permutations(num_tasks: int, seed: int) -> np.ndarray:

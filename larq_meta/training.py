@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from larq_meta import metrics
 from larq_meta.callbacks import TaskEvaluation
-from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset
+from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset, steps_per_epoch
 
 __all__ = ["SequenceResult", "reset_optimizer", "train_sequence"]
 
@@ -134,13 +134,15 @@ def _json_default(value):
 class _SequenceProgress(tf.keras.callbacks.Callback):
     """One progress bar over all epochs of the sequence, showing task and accuracies."""
 
-    def __init__(self, total_epochs: int, num_tasks: int):
+    def __init__(self, total_epochs: int, num_tasks: int, initial: int = 0, first_task: int = 0):
         super().__init__()
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total_epochs, unit="epoch", desc="tasks", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total_epochs, initial=initial, unit="epoch", desc="tasks", dynamic_ncols=True
+        )
         self.num_tasks = num_tasks
-        self.task = 0
+        self.task = first_task
 
     def on_train_begin(self, logs=None):
         self.bar.set_description(f"task {self.task + 1}/{self.num_tasks}")
@@ -166,6 +168,85 @@ def _check_int(value, argument: str, minimum: int) -> int:
     return int(value)
 
 
+class _EpochRecorder(tf.keras.callbacks.Callback):
+    """Keeps every epoch's logs per task (a resumed run's `History` only sees its own epochs)
+    and, with a checkpoint directory, saves the whole run state after each epoch."""
+
+    def __init__(self, evaluation: TaskEvaluation, checkpoint: _Checkpoint | None):
+        super().__init__()
+        self.evaluation = evaluation
+        self.checkpoint = checkpoint
+        self.fit_history: list[dict[str, list[float]]] = []
+
+    def on_train_begin(self, logs=None):
+        while len(self.fit_history) <= self.evaluation.current_task:
+            self.fit_history.append({})
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = self.fit_history[self.evaluation.current_task]
+        for key, value in (logs or {}).items():
+            record.setdefault(key, []).append(float(value))
+        if self.checkpoint is not None:
+            self.checkpoint.save(self, epochs_done=epoch + 1)
+
+
+class _Checkpoint:
+    """Run state after an epoch: model and optimizer (a `tf.train.Checkpoint`), and the
+    sequence state (position, accuracy matrix, history, BatchNorm snapshots) beside it.
+
+    The sequence state is written last, with an atomic rename, and names its checkpoint, so
+    a run killed at any point resumes from the last complete epoch.
+    """
+
+    STATE = "sequence_state.json"
+
+    def __init__(self, directory: str, model: tf.keras.Model, fingerprint: dict):
+        self.directory = directory
+        self.fingerprint = fingerprint
+        self.model = model
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
+
+    def save(self, recorder: _EpochRecorder, epochs_done: int) -> None:
+        path = self.manager.save()
+        evaluation = recorder.evaluation
+        state = {
+            "checkpoint": os.path.basename(path),
+            "task": evaluation.current_task,
+            "epochs_done": epochs_done,
+            "last_accuracies": evaluation._last_accuracies,
+            "evaluation": evaluation.get_state(),
+            "fit_history": recorder.fit_history,
+            "fingerprint": self.fingerprint,
+        }
+        tmp = os.path.join(self.directory, self.STATE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(state, f, default=_json_default)  # float32 values round-trip exactly
+        os.replace(tmp, os.path.join(self.directory, self.STATE))
+
+    def load(self) -> dict | None:
+        """Restore model and optimizer from the last complete epoch; return the sequence state."""
+        path = os.path.join(self.directory, self.STATE)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            state = json.load(f)
+        if state["fingerprint"] != self.fingerprint:
+            raise ValueError(
+                f"Checkpoint in {self.directory!r} belongs to another run (settings "
+                f"{state['fingerprint']}, now {self.fingerprint}); use a new `checkpoint_dir`."
+            )
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        optimizer.build(self.model.trainable_variables)  # slots must exist to be restored
+        status = self.checkpoint.restore(os.path.join(self.directory, state["checkpoint"]))
+        status.assert_existing_objects_matched()
+        state["evaluation"]["bn_snapshots"] = [
+            {name: [np.asarray(w, np.float32) for w in weights] for name, weights in snapshot.items()}
+            for snapshot in state["evaluation"]["bn_snapshots"]
+        ]
+        return state
+
+
 def train_sequence(
     model: tf.keras.Model,
     tasks: TaskSequence | Sequence[Task],
@@ -176,6 +257,8 @@ def train_sequence(
     reset_optimizer_per_task: bool = True,
     eval_batch_size: int = 1000,
     shuffle_seed: int | None = None,
+    checkpoint_dir: str | None = None,
+    deterministic: bool = False,
     callbacks: Sequence[tf.keras.callbacks.Callback] = (),
     progress: bool = True,
     verbose: int = 0,
@@ -193,7 +276,14 @@ def train_sequence(
             reference does by building a fresh Adam per task (use False for streams, where
             the optimizer gets no task-boundary signal).
         eval_batch_size: Test batch size (the reference: 1000).
-        shuffle_seed: Seed of the per-epoch shuffling (None: unseeded).
+        shuffle_seed: Seed of the per-epoch shuffling; each epoch's order depends only on
+            (seed, task, epoch). None draws one seed (recorded in the result's config).
+        checkpoint_dir: Save the run after every epoch (model, optimizer slots, BatchNorm
+            snapshots, accuracy matrix, history, position) and, if the directory already holds
+            a checkpoint of the same run, resume from it. With `deterministic=True` a resumed run
+            ends with exactly the numbers of an uninterrupted one.
+        deterministic: Call `tf.config.experimental.enable_op_determinism()` (process-wide) so
+            that two runs with the same seeds give identical numbers (slower).
         callbacks: Extra Keras callbacks, passed to every `fit` (e.g. `CSVLogger(...,
             append=True)`, `TensorBoard`); they see the `acc_task_<k>` logs.
         progress: Show a progress bar over the whole sequence.
@@ -215,23 +305,15 @@ def train_sequence(
     else:
         epochs = [_check_int(epochs_per_task, "epochs_per_task", 1)] * num_tasks
     batch_size = _check_int(batch_size, "batch_size", 1)
-
-    evaluation = TaskEvaluation(sequence, bn_protocol=bn_protocol, batch_size=eval_batch_size)
-    extra = [evaluation, *callbacks]
-    if progress:
-        extra.append(_SequenceProgress(sum(epochs), num_tasks))
-    fit_history = []
-    for k, task in enumerate(sequence):
-        if reset_optimizer_per_task and k > 0:
-            reset_optimizer(model.optimizer)
-        seed = None if shuffle_seed is None else shuffle_seed + k
-        train = make_dataset(task.train, batch_size, shuffle=True, seed=seed)
-        history = model.fit(train, epochs=epochs[k], callbacks=extra, verbose=verbose)
-        fit_history.append({key: [float(v) for v in values] for key, values in history.history.items()})
+    if shuffle_seed is None:
+        shuffle_seed = int(np.random.default_rng().integers(2**31))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     config = {
         "sequence": sequence.name,
+        "task_names": sequence.names,
         "scenario": sequence.scenario,
         "sequence_info": sequence.info,
         "epochs_per_task": epochs,
@@ -243,11 +325,53 @@ def train_sequence(
         "optimizer": tf.keras.optimizers.serialize(optimizer),
         "model": model.name,
     }
+    evaluation = TaskEvaluation(sequence, bn_protocol=bn_protocol, batch_size=eval_batch_size)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        fingerprint = json.loads(json.dumps(config, default=_json_default))
+        checkpoint = _Checkpoint(checkpoint_dir, model, fingerprint)
+    recorder = _EpochRecorder(evaluation, checkpoint)
+
+    start_task, start_epoch = 0, 0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        evaluation.set_state(state["evaluation"])
+        recorder.fit_history = state["fit_history"]
+        start_task, start_epoch = state["task"], state["epochs_done"]
+        evaluation._last_accuracies = state["last_accuracies"]
+        evaluation.set_model(model)
+        if start_epoch == epochs[start_task]:  # killed after the task's last epoch
+            evaluation.end_task()
+            start_task, start_epoch = start_task + 1, 0
+
+    extra = [evaluation, recorder, *callbacks]
+    if progress:
+        done = sum(epochs[:start_task]) + start_epoch
+        bar = _SequenceProgress(sum(epochs), num_tasks, initial=done, first_task=start_task)
+        extra.append(bar)
+    for k in range(start_task, num_tasks):
+        initial_epoch = start_epoch if k == start_task else 0
+        if reset_optimizer_per_task and k > 0 and initial_epoch == 0:
+            reset_optimizer(model.optimizer)
+        data = sequence[k].train
+        train = make_dataset(
+            data, batch_size, shuffle=True, seed=shuffle_seed + 7919 * k,
+            epochs=epochs[k], initial_epoch=initial_epoch,
+        )
+        model.fit(
+            train,
+            epochs=epochs[k],
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch(data, batch_size),
+            callbacks=extra,
+            verbose=verbose,
+        )
+
     return SequenceResult(
         accuracy_matrix=evaluation.accuracy_matrix,
         task_names=sequence.names,
         history=evaluation.history,
-        fit_history=fit_history,
+        fit_history=recorder.fit_history,
         bn_snapshots=evaluation.bn_snapshots,
         bn_protocol=bn_protocol,
         config=config,

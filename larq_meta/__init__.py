@@ -4,13 +4,51 @@ Importing this package first makes `tf.keras` resolve to legacy Keras (`tf-keras
 larq needs on TensorFlow >= 2.16 (it sets `TF_USE_LEGACY_KERAS=1` unless already set).
 """
 
+import importlib
+
 from larq_meta._legacy_keras import ensure_legacy_keras
 
 ensure_legacy_keras()
 
-from larq_meta import models, optimizers  # noqa: E402
+from larq_meta import (  # noqa: E402
+    batchnorm,
+    callbacks,
+    metrics,
+    models,
+    optimizers,
+    plots,
+    tasks,
+    training,
+)
 from larq_meta.optimizers import MetaplasticAdam  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["MetaplasticAdam", "models", "optimizers", "__version__"]
+# Modules with optional dependencies (keras-tuner, larq-compute-engine, tensorflow-datasets)
+# or heavier imports load on first use: `larq_meta.tuning`, `larq_meta.export`, ...
+_LAZY = ("analysis", "cli", "consolidation", "datasets", "export", "tuning")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"larq_meta.{name}")
+    raise AttributeError(f"module 'larq_meta' has no attribute {name!r}")
+
+
+__all__ = [
+    "MetaplasticAdam",
+    "analysis",
+    "batchnorm",
+    "callbacks",
+    "consolidation",
+    "datasets",
+    "export",
+    "metrics",
+    "models",
+    "optimizers",
+    "plots",
+    "tasks",
+    "training",
+    "tuning",
+    "__version__",
+]

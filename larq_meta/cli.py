@@ -1,7 +1,15 @@
-"""The `larq-meta` command: continual-learning runs, searches and exports from the shell.
+"""The `larq-meta` command: continual-learning runs, analyses, searches and exports.
 
 ```
-larq-meta demo                      # permuted MNIST, m=0 vs m=1.35, table + plot (~5 min)
+larq-meta demo                          # permuted MNIST, m=0 vs m=1.35, table + plot (~5 min)
+larq-meta permuted-mnist --m 0 1.35     # the paper's Fig. 2 experiment (--paper: full scale)
+larq-meta mnist-fashion --order mnist_first
+larq-meta split-mnist --scenario task
+larq-meta stream --subsets 60
+larq-meta analyze                       # importance vs |W_h|, Fisher correlation, histograms
+larq-meta toy                           # the quadratic binary toy problem (Fig. 5a,b)
+larq-meta tune ...                      # keras-tuner search of m
+larq-meta export MODEL.keras OUT.tflite # Larq Compute Engine flatbuffer, verified
 larq-meta <command> --help
 ```
 Every run writes its results (JSON, CSV) and plots (PNG) into `--output`.
@@ -10,11 +18,12 @@ Every run writes its results (JSON, CSV) and plots (PNG) into `--output`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 
 def _quiet_tensorflow() -> None:
@@ -22,27 +31,60 @@ def _quiet_tensorflow() -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
-def _compile(model, m: float, learning_rate: float, epsilon: float = 1e-7, weight_decay: float = 0.0):
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+# -- shared experiment machinery ---------------------------------------------------------------
+
+METHODS = ("bnn", "float", "ewc", "random-consolidation")
+
+
+def build_model(method: str, width: int, depth: int, num_classes: int = 10, input_shape=(784,)):
+    import larq_meta
+
+    units = (width,) * depth
+    if method == "float":
+        return larq_meta.models.float_mlp(units, num_classes=num_classes, input_shape=input_shape)
+    return larq_meta.models.paper_mlp(units, num_classes=num_classes, input_shape=input_shape)
+
+
+def compile_model(model, m: float, args, method: str = "bnn"):
+    """Compile with MetaplasticAdam (the rule on binarized kernels, or on all kernels for the
+    float baseline) and sparse cross-entropy on logits."""
     import tensorflow as tf
 
     from larq_meta.optimizers import MetaplasticAdam
 
     model.compile(
         optimizer=MetaplasticAdam(
-            m=m, learning_rate=learning_rate, epsilon=epsilon, weight_decay=weight_decay
+            m=m,
+            learning_rate=args.lr,
+            epsilon=args.epsilon,
+            weight_decay=args.weight_decay,
+            apply_to="kernels" if method == "float" else "binarized",
         ),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
@@ -50,72 +92,255 @@ def _compile(model, m: float, learning_rate: float, epsilon: float = 1e-7, weigh
     return model
 
 
-def _final_table(results: dict) -> str:
-    """Final accuracy per task (rows: runs), in percent."""
+def _method_callbacks(method: str, args) -> list:
+    if method not in ("ewc", "random-consolidation"):
+        return []
+    from larq_meta.consolidation import EWC
+
+    return [
+        EWC(
+            lambda_=args.ewc_lambda,
+            fisher_samples=args.fisher_samples,
+            shuffle_fisher=method == "random-consolidation",
+            seed=args.seed,
+        )
+    ]
+
+
+class _HiddenWeightsAfterEachTask:
+    """Keras callback factory: records the binarized layers' hidden weights when a task ends."""
+
+    @staticmethod
+    def make():
+        import tensorflow as tf
+
+        from larq_meta.analysis import hidden_weights
+
+        class Recorder(tf.keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.snapshots = []
+
+            def on_train_end(self, logs=None):
+                self.snapshots.append(hidden_weights(self.model))
+
+        return Recorder()
+
+
+def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = True) -> dict:
+    """Train one model per value of `--m` on `tasks`; write results, tables and plots."""
+    import tensorflow as tf
+
+    from larq_meta import plots
+    from larq_meta.training import train_sequence
+
+    os.makedirs(args.output, exist_ok=True)
+    depth = getattr(args, "depth", 2)
+    print(
+        f"{title}: {len(tasks)} tasks, {args.method} 784-{'-'.join([str(args.width)] * depth)}-"
+        f"{args.num_classes}, {args.epochs} epochs per task, lr {args.lr}, batch {args.batch_size}, "
+        f"BatchNorm protocol {args.bn_protocol}, optimizer state reset per task: "
+        f"{reset_optimizer_per_task}."
+    )
+    results, weights = {}, {}
+    for m in args.m:
+        label = f"{args.method} m={m:g}"
+        print(f"\n== {label} ==")
+        tf.keras.utils.set_random_seed(args.seed)
+        model = build_model(args.method, args.width, depth, args.num_classes)
+        compile_model(model, m, args, args.method)
+        directory = os.path.join(args.output, f"{args.method}_m{m:g}")
+        callbacks = _method_callbacks(args.method, args)
+        recorder = None
+        if args.method != "float":
+            recorder = _HiddenWeightsAfterEachTask.make()
+            callbacks.append(recorder)
+        callbacks.append(
+            tf.keras.callbacks.CSVLogger(os.path.join(directory, "epochs.csv"), append=True)
+        )
+        os.makedirs(directory, exist_ok=True)
+        start = time.perf_counter()
+        result = train_sequence(
+            model,
+            tasks,
+            epochs_per_task=args.epochs,
+            batch_size=args.batch_size,
+            bn_protocol=args.bn_protocol,
+            reset_optimizer_per_task=reset_optimizer_per_task,
+            shuffle_seed=args.seed,
+            checkpoint_dir=os.path.join(directory, "checkpoint") if args.checkpoint else None,
+            deterministic=args.deterministic,
+            callbacks=callbacks,
+        )
+        result.config["seconds"] = time.perf_counter() - start
+        result.config["method"] = args.method
+        result.save(directory)
+        if args.save_model:
+            model.save(os.path.join(directory, "model.keras"))
+        print(result.table())
+        results[label] = result
+        if recorder is not None and recorder.snapshots:
+            weights[label] = recorder.snapshots
+            plots.plot_hidden_weights(
+                recorder.snapshots, os.path.join(directory, "hidden_weights.png")
+            )
+    print("\nFinal test accuracy per task (%), after learning all tasks:")
+    print(final_table(results))
+    plots.plot_task_accuracies(results, os.path.join(args.output, "task_accuracies.png"), title=title)
+    plots.plot_accuracy_matrix(results, os.path.join(args.output, "accuracy_matrix.png"), title=title)
+    summary = {
+        label: {"final_accuracies": r.final_accuracies.tolist(), **r.metrics(), "config": r.config}
+        for label, r in results.items()
+    }
+    with open(os.path.join(args.output, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    print(f"\nResults and plots: {args.output}/")
+    return results
+
+
+def final_table(results: dict) -> str:
+    """Final accuracy per task (rows: runs), in percent, with the mean."""
     names = next(iter(results.values())).task_names
-    head = "run".ljust(12) + "".join(f"task {k + 1}".rjust(9) for k in range(len(names))) + "     mean"
-    lines = [head]
+    width = max(12, *(len(label) for label in results)) + 1
+    head = "run".ljust(width) + "".join(f"task {k + 1}".rjust(9) for k in range(len(names)))
+    lines = [head + "     mean"]
     for label, result in results.items():
         final = result.final_accuracies * 100
-        lines.append(
-            label.ljust(12) + "".join(f"{a:9.2f}" for a in final) + f"{final.mean():9.2f}"
-        )
+        lines.append(label.ljust(width) + "".join(f"{a:9.2f}" for a in final) + f"{final.mean():9.2f}")
     return "\n".join(lines)
 
 
+def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
+    """Options shared by every sequence experiment."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("model and training")
+    group.add_argument("--method", choices=METHODS, default="bnn",
+                       help="bnn (MetaplasticAdam on the paper BNN), float (the rule on a float MLP), "
+                            "ewc or random-consolidation (EWC baselines on the BNN) (bnn)")
+    group.add_argument("--m", type=_non_negative_float, nargs="+", help="one run per value")
+    group.add_argument("--width", type=_positive_int, help="hidden width")
+    group.add_argument("--epochs", type=_positive_int, help="epochs per task")
+    group.add_argument("--lr", type=_positive_float, default=0.005, help="learning rate (0.005)")
+    group.add_argument("--epsilon", type=_positive_float, default=1e-7, help="Adam epsilon (1e-7)")
+    group.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                       help="coupled L2 (the paper's runs: 1e-7) (0)")
+    group.add_argument("--batch-size", type=_positive_int, default=100, help="batch size (100)")
+    group.add_argument("--bn-protocol", choices=("per_task", "batch_stats", "shared"),
+                       default="per_task", help="BatchNorm evaluation protocol (per_task)")
+    group.add_argument("--ewc-lambda", type=_non_negative_float, default=5000.0,
+                       help="EWC lambda (5000)")
+    group.add_argument("--fisher-samples", type=_positive_int, default=5000,
+                       help="samples for the empirical Fisher (5000)")
+    group.add_argument("--train-size", type=_positive_int, help="use only this many training images")
+    run = parser.add_argument_group("run")
+    run.add_argument("--paper", action="store_true", help=paper_help)
+    run.add_argument("--seed", type=int, default=1, help="seed of data order, init, permutations (1)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="enable TensorFlow op determinism (identical reruns)")
+    run.add_argument("--checkpoint", action="store_true",
+                     help="checkpoint every epoch and resume an interrupted run")
+    run.add_argument("--save-model", action="store_true", help="save each trained model (.keras)")
+    return parser
+
+
+def _defaults(args, quick: dict, paper: dict) -> argparse.Namespace:
+    """Fill options left unset from the quick (CPU-friendly) or the paper's settings."""
+    for key, value in (paper if args.paper else quick).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+# -- subcommands -------------------------------------------------------------------------------
+
+
 def demo(args: argparse.Namespace) -> int:
-    """Permuted MNIST with and without metaplasticity: the forgetting and its absence."""
-    import tensorflow as tf
-
-    import larq_meta
-    from larq_meta import plots
+    """Permuted MNIST with and without metaplasticity: the forgetting, and its absence."""
     from larq_meta.tasks import permuted_mnist
-    from larq_meta.training import train_sequence
 
+    args.method, args.m = "bnn", [0.0, args.m]
+    args.num_classes, args.batch_size, args.bn_protocol = 10, 100, "per_task"
+    args.epsilon, args.weight_decay = 1e-7, 0.0
+    args.checkpoint = args.deterministic = args.save_model = False
     tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed)
-    print(
-        f"Permuted MNIST: {args.tasks} tasks, paper MLP 784-{args.width}-{args.width}-10, "
-        f"{args.epochs} epochs per task, lr {args.lr}, batch 100, fresh Adam state per task, "
-        "BatchNorm protocol per_task (the paper's)."
-    )
-    results = {}
-    for m in (0.0, args.m):
-        label = f"m = {m:g}"
-        print(f"\n== {label} ==")
-        tf.keras.utils.set_random_seed(args.seed)
-        model = _compile(larq_meta.models.paper_mlp((args.width, args.width)), m, args.lr)
-        start = time.perf_counter()
-        results[label] = train_sequence(
-            model, tasks, epochs_per_task=args.epochs, shuffle_seed=args.seed
-        )
-        print(results[label].table())
-        print(f"({time.perf_counter() - start:.0f} s)")
-        results[label].save(os.path.join(args.output, f"m_{m:g}"))
-    print("\nFinal test accuracy per task (%), after learning all tasks:")
-    print(_final_table(results))
-    path = plots.plot_task_accuracies(
-        results,
-        os.path.join(args.output, "task_accuracies.png"),
-        title=f"Permuted MNIST, {args.width}-{args.width} BNN: non-metaplastic vs metaplastic",
-    )
-    print(f"\nPlot: {path}\nResults: {args.output}/m_*/results.json")
+    run_experiment(tasks, args, title=f"Permuted MNIST, {args.width}-{args.width} BNN")
     return 0
 
 
-def _add_demo(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="permuted MNIST, m=0 vs metaplastic m, table and plot (~5 min on 2 cores)",
-        description=demo.__doc__,
+def permuted(args: argparse.Namespace) -> int:
+    """Permuted MNIST (the paper's Fig. 2): a domain-incremental sequence."""
+    from larq_meta.tasks import permuted_mnist
+
+    _defaults(
+        args,
+        quick={"tasks": 3, "width": 512, "epochs": 3, "m": [0.0, 1.35]},
+        paper={"tasks": 6, "width": 4096, "epochs": 40, "m": [0.0, 1.35], "weight_decay": 1e-7},
     )
-    parser.add_argument("--tasks", type=_positive_int, default=3, help="number of tasks (3)")
-    parser.add_argument("--width", type=_positive_int, default=512, help="hidden width (512)")
-    parser.add_argument("--epochs", type=_positive_int, default=3, help="epochs per task (3)")
-    parser.add_argument("--m", type=_non_negative_float, default=1.35, help="metaplastic m (1.35)")
-    parser.add_argument("--lr", type=float, default=0.005, help="learning rate (0.005)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of permutations/init (1)")
-    parser.add_argument("--output", default="runs/demo", help="output folder (runs/demo)")
-    parser.set_defaults(func=demo)
+    args.num_classes = 10
+    tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed, train_size=args.train_size)
+    run_experiment(tasks, args, title="Permuted MNIST")
+    return 0
+
+
+def mnist_fashion(args: argparse.Namespace) -> int:
+    """MNIST then Fashion-MNIST, or the reverse (the paper's Fig. 1a / Supp. Fig. 6)."""
+    from larq_meta.tasks import mnist_fashion as sequence
+
+    _defaults(
+        args,
+        quick={"width": 512, "epochs": 3, "m": [0.0, 1.5]},
+        paper={"width": 4096, "epochs": 50, "m": [0.0, 1.5], "weight_decay": 1e-7},
+    )
+    args.num_classes = 10
+    tasks = sequence(order=args.order, train_size=args.train_size)
+    run_experiment(tasks, args, title=" -> ".join(tasks.names))
+    return 0
+
+
+def split(args: argparse.Namespace) -> int:
+    """Split MNIST: five two-class tasks, task- or class-incremental."""
+    from larq_meta.tasks import split_mnist
+
+    _defaults(
+        args,
+        quick={"width": 256, "epochs": 2, "m": [0.0, 1.35]},
+        paper={"width": 1024, "epochs": 20, "m": [0.0, 1.35], "weight_decay": 1e-7},
+    )
+    args.num_classes = 10
+    tasks = split_mnist(scenario=args.scenario)
+    run_experiment(tasks, args, title=f"Split MNIST ({args.scenario} scenario)")
+    return 0
+
+
+def stream(args: argparse.Namespace) -> int:
+    """Stream learning: Fashion-MNIST cut into subsets learned one after another (Fig. 4a)."""
+    from larq_meta.tasks import stream_fashion_mnist
+
+    _defaults(
+        args,
+        quick={"width": 256, "epochs": 2, "m": [0.0, 2.5], "subsets": 6},
+        paper={"width": 1024, "epochs": 20, "m": [0.0, 2.5], "subsets": 60, "weight_decay": 1e-7},
+    )
+    args.num_classes = 10
+    tasks = stream_fashion_mnist(num_subsets=args.subsets, seed=args.seed)
+    # No task-boundary signal: the optimizer state carries over from subset to subset.
+    run_experiment(
+        tasks, args, title=f"Stream Fashion-MNIST, {args.subsets} subsets",
+        reset_optimizer_per_task=False,
+    )
+    return 0
+
+
+def _add_experiment(subparsers, name, func, paper_help, extra=None):
+    parser = subparsers.add_parser(
+        name, help=func.__doc__.splitlines()[0], description=func.__doc__,
+        parents=[_experiment_parser(paper_help)],
+    )
+    if extra:
+        extra(parser)
+    parser.add_argument("--output", default=f"runs/{name}", help=f"output folder (runs/{name})")
+    parser.set_defaults(func=func)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,14 +349,76 @@ def build_parser() -> argparse.ArgumentParser:
         description="Synaptic metaplasticity for binarized neural networks (Laborieux et al. 2021).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
-    _add_demo(subparsers)
+
+    p = subparsers.add_parser(
+        "demo", help="permuted MNIST, m=0 vs m=1.35, table and plot (~5 min on 2 cores)",
+        description=demo.__doc__,
+    )
+    p.add_argument("--tasks", type=_positive_int, default=3, help="number of tasks (3)")
+    p.add_argument("--width", type=_positive_int, default=512, help="hidden width (512)")
+    p.add_argument("--epochs", type=_positive_int, default=3, help="epochs per task (3)")
+    p.add_argument("--m", type=_non_negative_float, default=1.35, help="metaplastic m (1.35)")
+    p.add_argument("--lr", type=_positive_float, default=0.005, help="learning rate (0.005)")
+    p.add_argument("--seed", type=int, default=1, help="seed of permutations, init, order (1)")
+    p.add_argument("--output", default="runs/demo", help="output folder (runs/demo)")
+    p.set_defaults(func=demo)
+
+    _add_experiment(
+        subparsers, "permuted-mnist", permuted,
+        "paper scale: 6 tasks, 784-4096-4096-10, 40 epochs per task, weight decay 1e-7",
+        extra=lambda q: q.add_argument("--tasks", type=_positive_int, help="number of tasks"),
+    )
+    _add_experiment(
+        subparsers, "mnist-fashion", mnist_fashion,
+        "paper scale: 4096-4096, 50 epochs per task, m 1.5, weight decay 1e-7",
+        extra=lambda q: q.add_argument(
+            "--order", choices=("mnist_first", "fashion_first"), default="mnist_first",
+            help="which data set first (mnist_first)"),
+    )
+    _add_experiment(
+        subparsers, "split-mnist", split, "1024-1024, 20 epochs per task",
+        extra=lambda q: q.add_argument(
+            "--scenario", choices=("task", "class"), default="task",
+            help="task-incremental (task identity known at test) or class-incremental (task)"),
+    )
+    _add_experiment(
+        subparsers, "stream", stream,
+        "paper scale: 60 subsets, 1024-1024, 20 epochs per subset, m 2.5 (about 10 h on a GPU)",
+        extra=lambda q: q.add_argument("--subsets", type=_positive_int, help="number of subsets"),
+    )
+    _add_tool_commands(subparsers)
     return parser
+
+
+def _add_tool_commands(subparsers) -> None:
+    """Commands whose options live with their module (their own argparse parsers)."""
+    tools = {
+        "analyze": ("larq_meta.analysis", "analysis_main",
+                    "hidden-weight analysis: importance vs |W_h|, Fisher correlation"),
+        "toy": ("larq_meta.analysis", "toy_main", "the quadratic binary toy problem (Fig. 5a,b)"),
+        "tune": ("larq_meta.tuning", "tune_main", "keras-tuner search of m (and the learning rate)"),
+        "export": ("larq_meta.export", "export_main",
+                   "Larq Compute Engine flatbuffer of a trained model, verified"),
+    }
+    for name, (module, function, help_text) in tools.items():
+        p = subparsers.add_parser(name, help=help_text, add_help=False)
+        p.set_defaults(tool=(module, function))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `larq-meta` console command."""
     _quiet_tensorflow()
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if hasattr(args, "tool"):
+        import importlib
+
+        module, function = args.tool
+        return getattr(importlib.import_module(module), function)(rest)
+    if rest:
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    import larq_meta  # noqa: F401  (legacy Keras before anything else touches TensorFlow)
+
     return args.func(args)
 
 

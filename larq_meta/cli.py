@@ -88,6 +88,7 @@ def compile_model(model, m: float, args, method: str = "bnn"):
         ),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=args.jit,  # XLA fuses the sign/STE ops and the optimizer's elementwise work
     )
     return model
 
@@ -240,6 +241,8 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", action="store_true",
                      help="checkpoint every epoch and resume an interrupted run")
     run.add_argument("--save-model", action="store_true", help="save each trained model (.keras)")
+    run.add_argument("--no-jit", dest="jit", action="store_false",
+                     help="do not compile the training step with XLA")
     return parser
 
 
@@ -262,6 +265,7 @@ def demo(args: argparse.Namespace) -> int:
     args.num_classes, args.batch_size, args.bn_protocol = 10, 100, "per_task"
     args.epsilon, args.weight_decay = 1e-7, 0.0
     args.checkpoint = args.deterministic = args.save_model = False
+    args.jit = True
     tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed)
     run_experiment(tasks, args, title=f"Permuted MNIST, {args.width}-{args.width} BNN")
     return 0

@@ -182,7 +182,6 @@ def binary_convnet(
 
 
 def _binary_convnet(widths, num_classes, input_shape, init_width, name) -> tf.keras.Model:
-    kernel_quantizer = lq.quantizers.SteSign(clip_value=None)
     inputs = tf.keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
     for i, width in enumerate(widths, start=1):
@@ -195,7 +194,7 @@ def _binary_convnet(widths, num_classes, input_shape, init_width, name) -> tf.ke
             pad_values=0.0 if first else 1.0,
             use_bias=False,
             input_quantizer=None if first else "ste_sign",
-            kernel_quantizer=kernel_quantizer,
+            kernel_quantizer=lq.quantizers.SteSign(clip_value=None),
             kernel_initializer=_uniform(init_width),
             name=f"conv_{i}",
         )(x)
@@ -205,7 +204,7 @@ def _binary_convnet(widths, num_classes, input_shape, init_width, name) -> tf.ke
         num_classes,
         use_bias=False,
         input_quantizer="ste_sign",
-        kernel_quantizer=kernel_quantizer,
+        kernel_quantizer=lq.quantizers.SteSign(clip_value=None),
         kernel_initializer=_uniform(init_width),
         name=f"dense_{len(widths) + 1}",
     )(x)

@@ -51,6 +51,9 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
             protocol: test batches normalized with their own statistics, task k's gamma and
             beta), or `"shared"` (the live state for all tasks).
         batch_size: Test batch size. It matters for `"batch_stats"` (reference: 1000).
+        log_prefix: Prefix of the `logs` keys, so that several evaluations (e.g. one per
+            BatchNorm protocol) can run side by side: `log_prefix="shared/"` writes
+            `shared/acc_task_1`, ...
         verbose: Print the per-task accuracies after each epoch.
 
     # Attributes
@@ -66,6 +69,7 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         *,
         bn_protocol: str = "per_task",
         batch_size: int = 1000,
+        log_prefix: str = "",
         verbose: bool = False,
     ):
         super().__init__()
@@ -74,6 +78,7 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
         self.batch_size = batch_size
+        self.log_prefix = log_prefix
         self.verbose = verbose
         num_tasks = len(self.tasks)
         self.accuracy_matrix = np.full((num_tasks, num_tasks), np.nan)
@@ -128,7 +133,7 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         seen = accuracies[: self.current_task + 1]
         logs = {f"acc_task_{j + 1}": float(a) for j, a in enumerate(accuracies)}
         logs["acc_mean_seen"] = float(np.mean(seen))
-        return logs
+        return {self.log_prefix + key: value for key, value in logs.items()}
 
     def end_task(self) -> None:
         """Close the current task: snapshot BatchNorm, fill its accuracy-matrix row."""

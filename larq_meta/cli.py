@@ -93,7 +93,7 @@ def compile_model(model, m: float, args, method: str = "bnn"):
     return model
 
 
-def _method_callbacks(method: str, args) -> list:
+def _method_callbacks(method: str, args, tasks) -> list:
     if method not in ("ewc", "random-consolidation"):
         return []
     from larq_meta.consolidation import EWC
@@ -102,6 +102,7 @@ def _method_callbacks(method: str, args) -> list:
         EWC(
             lambda_=args.ewc_lambda,
             fisher_samples=args.fisher_samples,
+            tasks=tasks,
             shuffle_fisher=method == "random-consolidation",
             seed=args.seed,
         )
@@ -135,6 +136,10 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
     from larq_meta import plots
     from larq_meta.training import train_sequence
 
+    if args.checkpoint and args.method in ("ewc", "random-consolidation"):
+        raise SystemExit(
+            "--checkpoint does not cover EWC's Fisher state yet; run EWC baselines without it."
+        )
     os.makedirs(args.output, exist_ok=True)
     depth = getattr(args, "depth", 2)
     print(
@@ -151,7 +156,7 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
         model = build_model(args.method, args.width, depth, args.num_classes)
         compile_model(model, m, args, args.method)
         directory = os.path.join(args.output, f"{args.method}_m{m:g}")
-        callbacks = _method_callbacks(args.method, args)
+        callbacks = _method_callbacks(args.method, args, tasks)
         recorder = None
         if args.method != "float":
             recorder = _HiddenWeightsAfterEachTask.make()

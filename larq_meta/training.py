@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -168,6 +169,18 @@ def _check_int(value, argument: str, minimum: int) -> int:
     return int(value)
 
 
+class _EpochTimer(tf.keras.callbacks.Callback):
+    """Writes `train_seconds` (the epoch's training time, evaluation excluded) into `logs`.
+    It runs before the evaluation callback, once Keras has synced the epoch's results."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["train_seconds"] = time.perf_counter() - self._start
+
+
 class _EpochRecorder(tf.keras.callbacks.Callback):
     """Keeps every epoch's logs per task (a resumed run's `History` only sees its own epochs)
     and, with a checkpoint directory, saves the whole run state after each epoch."""
@@ -285,7 +298,9 @@ def train_sequence(
         deterministic: Call `tf.config.experimental.enable_op_determinism()` (process-wide) so
             that two runs with the same seeds give identical numbers (slower).
         callbacks: Extra Keras callbacks, passed to every `fit` (e.g. `CSVLogger(...,
-            append=True)`, `TensorBoard`); they see the `acc_task_<k>` logs.
+            append=True)`, `TensorBoard`, or a second `TaskEvaluation` with another
+            `bn_protocol` and a `log_prefix`); they see the `acc_task_<k>`, `acc_mean_seen`
+            and `train_seconds` (training time of the epoch, evaluation excluded) logs.
         progress: Show a progress bar over the whole sequence.
         verbose: Keras `fit` verbosity per task.
 
@@ -344,11 +359,13 @@ def train_sequence(
             evaluation.end_task()
             start_task, start_epoch = start_task + 1, 0
 
-    extra = [evaluation, recorder, *callbacks]
+    # Order matters: the timer stops before evaluation starts; the recorder (and checkpoint)
+    # comes after every callback that writes to `logs`.
+    extra = [_EpochTimer(), evaluation, *callbacks]
     if progress:
         done = sum(epochs[:start_task]) + start_epoch
-        bar = _SequenceProgress(sum(epochs), num_tasks, initial=done, first_task=start_task)
-        extra.append(bar)
+        extra.append(_SequenceProgress(sum(epochs), num_tasks, initial=done, first_task=start_task))
+    extra.append(recorder)
     for k in range(start_task, num_tasks):
         initial_epoch = start_epoch if k == start_task else 0
         if reset_optimizer_per_task and k > 0 and initial_epoch == 0:

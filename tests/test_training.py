@@ -153,3 +153,16 @@ def test_uncompiled_model_is_refused():
     model = larq_meta.models.paper_mlp((8, 8), num_classes=4, input_shape=(20,))
     with pytest.raises(ValueError, match="compiled"):
         train_sequence(model, synthetic_tasks(), progress=False)
+
+
+def test_two_protocols_side_by_side_and_epoch_timing():
+    tasks = synthetic_tasks()
+    shared = TaskEvaluation(tasks, bn_protocol="shared", log_prefix="shared/")
+    result = train_sequence(
+        small_model(), tasks, batch_size=32, progress=False, callbacks=[shared]
+    )
+    history = result.fit_history[1]
+    assert {"shared/acc_task_1", "acc_task_1", "train_seconds"} <= set(history)
+    assert history["train_seconds"][0] > 0
+    np.testing.assert_allclose(shared.accuracy_matrix[:, 1], result.accuracy_matrix[:, 1])
+    assert shared.accuracy_matrix[1, 0] == pytest.approx(history["shared/acc_task_1"][-1])

@@ -30,6 +30,13 @@ from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset
 __all__ = ["TaskEvaluation"]
 
 
+def _data_key(data) -> tuple:
+    """Identity of a task's test data (the same arrays or dataset object -> the same key)."""
+    if isinstance(data, tf.data.Dataset):
+        return ("dataset", id(data))
+    return ("arrays", id(data[0]), id(data[1]))
+
+
 class TaskEvaluation(tf.keras.callbacks.Callback):
     """Evaluate every task at the end of each epoch; keep the accuracy matrix.
 
@@ -86,7 +93,13 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         self.bn_snapshots: list[dict] = []
         self.current_task = 0
         self._last_accuracies: list[float] | None = None
-        self._test_sets = [make_dataset(task.test, batch_size) for task in self.tasks]
+        # Tasks that share one test set (a stream's subsets) share its pipeline and, when the
+        # protocol gives them the same BatchNorm state, its evaluation.
+        self._test_keys = [_data_key(task.test) for task in self.tasks]
+        self._test_sets = {}
+        for key, task in zip(self._test_keys, self.tasks):
+            if key not in self._test_sets:
+                self._test_sets[key] = make_dataset(task.test, batch_size)
         self._predict = None
 
     # -- state a checkpoint needs -----------------------------------------------------------
@@ -156,16 +169,22 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
             training = self.bn_protocol == "batch_stats"
             model = self.model
             self._predict = tf.function(lambda x: model(x, training=training))
-        return [self._evaluate_task(j) for j in range(len(self.tasks))]
+        done: dict[tuple, float] = {}
+        accuracies = []
+        for j, task in enumerate(self.tasks):
+            state = self.bn_state_for(j)
+            key = (self._test_keys[j], id(state), getattr(task, "classes", None))
+            if key not in done:
+                done[key] = self._evaluate_task(j, state)
+            accuracies.append(done[key])
+        return accuracies
 
-    def _evaluate_task(self, j: int) -> float:
-        restore_after = self.bn_protocol == "batch_stats"  # batch statistics move the averages
-        state = self.bn_state_for(j)
-        if state is None and restore_after:
-            state = snapshot_batchnorm(self.model)
+    def _evaluate_task(self, j: int, state: dict | None) -> float:
+        if state is None and self.bn_protocol == "batch_stats":
+            state = snapshot_batchnorm(self.model)  # batch statistics move the averages
         correct = total = 0
         with using_batchnorm(self.model, state):
-            for x, y in self._test_sets[j]:
+            for x, y in self._test_sets[self._test_keys[j]]:
                 logits = self._predict(x)
                 predictions = self._predictions(logits, self.tasks[j])
                 correct += int(tf.reduce_sum(tf.cast(predictions == tf.cast(y, tf.int64), tf.int32)))

@@ -316,7 +316,7 @@ def split(args: argparse.Namespace) -> int:
         paper={"width": 1024, "epochs": 20, "m": [0.0, 1.35], "weight_decay": 1e-7},
     )
     args.num_classes = 10
-    tasks = split_mnist(scenario=args.scenario)
+    tasks = split_mnist(scenario=args.scenario, train_size=args.train_size)
     run_experiment(tasks, args, title=f"Split MNIST ({args.scenario} scenario)")
     return 0
 
@@ -332,6 +332,8 @@ def stream(args: argparse.Namespace) -> int:
     )
     args.num_classes = 10
     tasks = stream_fashion_mnist(num_subsets=args.subsets, seed=args.seed)
+    if args.train_size:
+        raise SystemExit("--train-size does not apply to streams: use --subsets.")
     # No task-boundary signal: the optimizer state carries over from subset to subset.
     run_experiment(
         tasks, args, title=f"Stream Fashion-MNIST, {args.subsets} subsets",
@@ -393,7 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(
         subparsers, "stream", stream,
         "paper scale: 60 subsets, 1024-1024, 20 epochs per subset, m 2.5 (about 10 h on a GPU)",
-        extra=lambda q: q.add_argument("--subsets", type=_positive_int, help="number of subsets"),
+        extra=lambda q: (
+            q.add_argument("--subsets", type=_positive_int, help="number of subsets"),
+            # every subset is tested on the same full test set with the network as it is now
+            q.set_defaults(bn_protocol="shared"),
+        ),
     )
     _add_tool_commands(subparsers)
     return parser

@@ -173,6 +173,7 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         ema_overwrite_frequency: int | None = None,
         jit_compile: bool = True,
         name: str = "MetaplasticAdam",
+        resolved_m: list | None = None,
         **kwargs,
     ):
         # Keras' `weight_decay` is decoupled (AdamW); ours is coupled, so the base class never
@@ -219,6 +220,13 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         self.epsilon = epsilon
         self.coupled_weight_decay = float(weight_decay)
         self.apply_to = apply_to
+        # Per-variable `m` of a per-layer mapping, as resolved when first built (see build).
+        self._resolved_m = None
+        if resolved_m is not None:
+            self._resolved_m = [
+                None if v is None else _check_m_value(_deserialize_m(v), "resolved_m")
+                for v in resolved_m
+            ]
 
     def _m_for(self, variable: tf.Variable) -> MValue | None:
         """The `m` of a variable, or None if it gets plain Adam."""
@@ -230,16 +238,10 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
 
     def build(self, var_list):
         """Create the Adam slots `m` and `v` and resolve each variable's `m`."""
-        super().build(var_list)
         if getattr(self, "_built", False):
             return
-        self._built = True
-        self._momentums = []
-        self._velocities = []
-        for var in var_list:
-            self._momentums.append(self.add_variable_from_reference(var, "m"))
-            self._velocities.append(self.add_variable_from_reference(var, "v"))
-
+        # Check `m` against the variables before marking anything built, so that a failed
+        # build raises again on the next call instead of leaving a half-built optimizer.
         targets = [var for var in var_list if _TARGETS[self.apply_to](var)]
         if not targets:
             warnings.warn(
@@ -250,21 +252,49 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
                 UserWarning,
                 stacklevel=2,
             )
+        m_by_index = None
         if isinstance(self.m, dict):
-            names = {layer_name(var) for var in targets}
-            unknown = sorted(set(self.m) - names - {DEFAULT_LAYER_KEY})
-            if unknown:
-                raise ValueError(
-                    f"`m` names layer(s) {unknown} that have no {self.apply_to} variable in "
-                    f"this model; layers with one: {sorted(names)}."
-                )
-            missing = sorted(names - set(self.m)) if DEFAULT_LAYER_KEY not in self.m else []
-            if missing:
-                raise ValueError(
-                    f"`m` gives no value for layer(s) {missing}; name them or add a "
-                    f'"{DEFAULT_LAYER_KEY}" entry for all other layers.'
-                )
-        self._m_by_index = [self._m_for(var) for var in var_list]
+            m_by_index = self._resolve_layer_mapping(var_list, targets)
+        super().build(var_list)
+        self._built = True
+        self._momentums = []
+        self._velocities = []
+        for var in var_list:
+            self._momentums.append(self.add_variable_from_reference(var, "m"))
+            self._velocities.append(self.add_variable_from_reference(var, "v"))
+        self._m_by_index = m_by_index or [self._m_for(var) for var in var_list]
+
+    def _resolve_layer_mapping(self, var_list, targets) -> list | None:
+        """Check a per-layer `m` against the model's layers; None: resolve by layer name.
+
+        tf-keras rebuilds larq layers from their config outside their name scope, so after
+        `load_model` a kernel is named `kernel:0`, not `dense_1/kernel:0`. The resolution
+        made when the optimizer was first built is saved in its config (`resolved_m`, one entry
+        per variable, in order) and used then.
+        """
+        if any("/" not in var.name for var in targets):
+            if self._resolved_m is not None and len(self._resolved_m) == len(var_list):
+                return list(self._resolved_m)
+            raise ValueError(
+                "`m` is a per-layer mapping, but these variables carry no layer name: "
+                f"{sorted(var.name for var in targets if '/' not in var.name)} (tf-keras names "
+                "larq kernels built outside their layer, e.g. by `Model.from_config`). Build the "
+                "model with its builder and `load_weights`, or give `m` as one value."
+            )
+        names = {layer_name(var) for var in targets}
+        unknown = sorted(set(self.m) - names - {DEFAULT_LAYER_KEY})
+        if unknown:
+            raise ValueError(
+                f"`m` names layer(s) {unknown} that have no {self.apply_to} variable in "
+                f"this model; layers with one: {sorted(names)}."
+            )
+        missing = sorted(names - set(self.m)) if DEFAULT_LAYER_KEY not in self.m else []
+        if missing:
+            raise ValueError(
+                f"`m` gives no value for layer(s) {missing}; name them or add a "
+                f'"{DEFAULT_LAYER_KEY}" entry for all other layers.'
+            )
+        return None
 
     def _m_value(self, m: MValue, dtype) -> tf.Tensor:
         if isinstance(m, Schedule):
@@ -317,6 +347,10 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
                 "apply_to": self.apply_to,
             }
         )
+        if isinstance(self.m, dict) and getattr(self, "_m_by_index", None) is not None:
+            config["resolved_m"] = [
+                None if v is None else _serialize_m(v) for v in self._m_by_index
+            ]
         return config
 
     @classmethod

@@ -60,7 +60,9 @@ def assert_config_round_trip(obj, custom_objects=None):
         The object rebuilt by `from_config`.
     """
     config = obj.get_config()
-    json.dumps(config)  # a `.keras` file stores the config as JSON
+    # A `.keras` file stores the config as JSON (after `serialize_keras_object` turns numpy
+    # scalars, such as Keras' own learning-rate value, into Python numbers).
+    json.dumps(config, default=_numpy_to_python)
     clone = type(obj).from_config(copy.deepcopy(config), **_custom_objects_kwarg(custom_objects))
     assert type(clone) is type(obj), f"from_config gave a {type(clone)}, not a {type(obj)}"
     assert clone.get_config() == config, _config_diff(config, clone.get_config())
@@ -76,6 +78,12 @@ def assert_config_round_trip(obj, custom_objects=None):
     return clone
 
 
+def _numpy_to_python(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} in a config is not JSON serializable: {value!r}")
+
+
 def _custom_objects_kwarg(custom_objects):
     return {"custom_objects": custom_objects} if custom_objects else {}
 
@@ -86,44 +94,49 @@ def _config_diff(expected: dict, actual: dict) -> str:
     return f"config changed in a round trip (key: (before, after)): {diff}"
 
 
-def model_state(model: tf.keras.Model) -> dict[str, np.ndarray]:
-    """All weights (trainable and not; larq kernels as their latent values), by name."""
-    names = [w.name for w in model.weights]
-    assert len(set(names)) == len(names), f"duplicate weight names: {names}"
-    return dict(zip(names, model.get_weights()))
+def model_state(model: tf.keras.Model) -> list[tuple[str, np.ndarray]]:
+    """All weights (trainable and not; larq kernels as their latent values) in order, with
+    their names.
+
+    States are compared by position, not by name: variable names are not stable across a
+    reload (tf-keras rebuilds larq layers from their config outside the layer's name scope,
+    so a reloaded `dense_1/kernel:0` is just `kernel:0`, and optimizer slot names follow).
+    """
+    return list(zip([w.name for w in model.weights], model.get_weights()))
 
 
 def _base_optimizer(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
-def optimizer_state(optimizer) -> dict[str, np.ndarray]:
-    """All optimizer variables (iterations, slots, loss scale ...), by name."""
-    state = {v.name: np.asarray(v.numpy()) for v in optimizer.variables}
-    assert len(state) == len(optimizer.variables), "duplicate optimizer variable names"
-    return state
+def optimizer_state(optimizer) -> list[tuple[str, np.ndarray]]:
+    """All optimizer variables (iterations, slots, loss scale ...) in order, with names."""
+    return [(v.name, np.asarray(v.numpy())) for v in optimizer.variables]
 
 
-def _assert_states_equal(expected: dict, actual: dict, atol: float, what: str) -> None:
-    assert list(expected) == list(actual), f"{what} names differ: {list(expected)} != {list(actual)}"
-    for name, value in expected.items():
-        other = actual[name]
+def _assert_states_equal(expected: list, actual: list, atol: float, what: str) -> None:
+    assert len(expected) == len(actual), (
+        f"{len(expected)} != {len(actual)} {what}s: {[n for n, _ in expected]} != "
+        f"{[n for n, _ in actual]}"
+    )
+    for (name, value), (other_name, other) in zip(expected, actual):
+        label = f"{what} {name} (vs {other_name})"
         assert value.shape == other.shape and value.dtype == other.dtype, (
-            f"{what} {name}: {value.dtype}{value.shape} != {other.dtype}{other.shape}"
+            f"{label}: {value.dtype}{value.shape} != {other.dtype}{other.shape}"
         )
         if atol == 0:
-            np.testing.assert_array_equal(other, value, err_msg=f"{what} {name}")
+            np.testing.assert_array_equal(other, value, err_msg=label)
         else:
-            np.testing.assert_allclose(other, value, rtol=0, atol=atol, err_msg=f"{what} {name}")
+            np.testing.assert_allclose(other, value, rtol=0, atol=atol, err_msg=label)
 
 
 def assert_model_state_equal(expected: tf.keras.Model, actual: tf.keras.Model, atol=0.0):
-    """Same weight names, dtypes, shapes and values (exactly, or within `atol`)."""
+    """Same weight dtypes, shapes and values in the same order (exactly, or within `atol`)."""
     _assert_states_equal(model_state(expected), model_state(actual), atol, "weight")
 
 
 def assert_optimizer_state_equal(expected, actual, atol=0.0):
-    """Same optimizer class, config, iterations and variables (slots) by name and value."""
+    """Same optimizer class, config, iterations and variables (slots), in order."""
     assert type(actual) is type(expected)
     assert actual.get_config() == expected.get_config(), _config_diff(
         expected.get_config(), actual.get_config()

@@ -1,0 +1,570 @@
+"""Elastic Weight Consolidation (EWC) and random consolidation for binarized networks.
+
+The paper compares metaplasticity with EWC applied to the same BNN (Laborieux et al. 2021,
+Fig. 3 and Supp.): after each task `k`, the diagonal empirical Fisher information `F_k` of
+the weights is estimated and every later task is trained with the extra loss
+
+```
+lambda/2 * sum_k sum_i F_k,i * (theta_i - theta*_k,i)²
+```
+
+where `theta*_k` are the weights at the end of task `k`. "Random consolidation" is the same
+penalty with each layer's Fisher values shuffled across its weights: as much total
+consolidation, but on the wrong synapses. It tells whether EWC's benefit comes from *which*
+weights it protects.
+
+Here the penalty is attached to the model with `model.add_loss`, so plain `model.fit` (and
+`larq_meta.training.train_sequence`) trains with it and reports it in the `loss` it logs.
+
+!!! example
+    ```python
+    tasks = larq_meta.tasks.permuted_mnist(num_tasks=3)
+    model = larq_meta.models.paper_mlp(hidden_units=(1024, 1024))
+    model.compile(optimizer=larq_meta.MetaplasticAdam(m=0.0, learning_rate=0.005),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ewc = larq_meta.consolidation.EWC(lambda_=5000, fisher_samples=5000, tasks=tasks)
+    result = larq_meta.training.train_sequence(model, tasks, callbacks=[ewc])
+    ```
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from larq_meta.batchnorm import batchnorm_layers
+from larq_meta.optimizers import is_binarized
+from larq_meta.tasks import Data, Task, TaskSequence, make_dataset
+
+__all__ = [
+    "EWC",
+    "RandomConsolidation",
+    "consolidated_variables",
+    "empirical_fisher",
+    "ewc_penalty_numpy",
+    "shuffle_fisher",
+]
+
+#: Memory budget (bytes) of one chunk of per-sample gradients when `batch_size` is automatic.
+FISHER_CHUNK_BYTES = 256 * 2**20
+
+
+def _check_positive_int(value, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{argument}` must be a positive int, got {value!r}.")
+    return int(value)
+
+
+def _variable_key(variable: tf.Variable) -> str:
+    return variable.name
+
+
+def consolidated_variables(
+    model: tf.keras.Model, variables: str = "binarized"
+) -> list[tf.Variable]:
+    """The weights EWC consolidates.
+
+    # Arguments
+        model: A Keras model.
+        variables: `"binarized"` (default): the hidden weights of binarized kernels (larq
+            `QuantizedVariable`s of precision 1). `"all"`: every trainable weight except those
+            of BatchNormalization layers (float kernels, biases, binarized kernels).
+
+    BatchNorm parameters are never consolidated, as in the reference implementation: the
+    evaluation protocols give each task its own BatchNorm state instead
+    (`larq_meta.batchnorm`).
+    """
+    if variables == "binarized":
+        chosen = [v for v in model.trainable_variables if is_binarized(v)]
+    elif variables == "all":
+        bn = {id(v) for layer in batchnorm_layers(model) for v in layer.weights}
+        chosen = [v for v in model.trainable_variables if id(v) not in bn]
+    else:
+        raise ValueError(f'`variables` must be "binarized" or "all", got {variables!r}.')
+    if not chosen and variables == "binarized":
+        raise ValueError(
+            'The model has no binarized weights to consolidate (use variables="all" for a '
+            "float model)."
+        )
+    if not chosen:
+        raise ValueError("The model has no trainable non-BatchNorm weights to consolidate.")
+    return chosen
+
+
+def _latent(variable: tf.Variable) -> tf.Variable:
+    """The variable holding the stored value (a larq QuantizedVariable's latent weight)."""
+    return getattr(variable, "latent_variable", variable)
+
+
+def _from_logits(model: tf.keras.Model, from_logits: bool | None) -> bool:
+    """Whether the model outputs logits: explicit, else read from the compiled loss, else True."""
+    if from_logits is not None:
+        return bool(from_logits)
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, str):  # "sparse_categorical_crossentropy" and the like: probabilities
+        return False
+    value = None
+    if hasattr(loss, "get_config"):
+        value = loss.get_config().get("from_logits")
+    return True if value is None else bool(value)
+
+
+def _sample_data(data: Data, num_samples: int, seed: int | None) -> Data:
+    """At most `num_samples` samples of `data`: a seeded random subset (all when fewer)."""
+    if isinstance(data, tf.data.Dataset):
+        if seed is not None:
+            data = data.shuffle(10_000, seed=seed, reshuffle_each_iteration=False)
+        return data.take(num_samples)
+    x, y = data
+    n = len(x)
+    if num_samples >= n:
+        return x, y
+    index = np.sort(np.random.default_rng(seed).choice(n, size=num_samples, replace=False))
+    return np.asarray(x)[index], np.asarray(y)[index]
+
+
+def _auto_chunk(variables: Sequence[tf.Variable]) -> int:
+    size = sum(int(np.prod(v.shape)) for v in variables) * 4
+    return int(max(1, min(64, FISHER_CHUNK_BYTES // max(size, 1))))
+
+
+#: model -> {(variable ids, from_logits, input spec): traced per-chunk function}
+_FISHER_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fisher_function(model, variables, from_logits: bool, element_spec):
+    """`(x, y) -> [sum over the chunk of squared per-sample gradients]`, traced once per model,
+    variable list and input signature (and reused for every task)."""
+    x_spec, y_spec = element_spec
+    y_spec = tf.TensorSpec((None,), y_spec.dtype)
+    key = (tuple(id(v) for v in variables), from_logits, repr(x_spec), repr(y_spec))
+    cache = _FISHER_FUNCTIONS.setdefault(model, {})
+    if key in cache:
+        return cache[key]
+
+    def squared_gradient(sample):
+        x, y = sample
+        with tf.GradientTape() as tape:
+            out = model(x[None], training=False)
+            nll = tf.keras.losses.sparse_categorical_crossentropy(
+                tf.reshape(y, (1,)), out, from_logits=from_logits
+            )[0]
+        grads = tape.gradient(nll, variables)
+        return [
+            tf.zeros(v.shape, v.dtype) if g is None else tf.square(tf.convert_to_tensor(g))
+            for g, v in zip(grads, variables)
+        ]
+
+    @tf.function(input_signature=[x_spec, y_spec])
+    def chunk_sum(x, y):
+        squares = tf.vectorized_map(squared_gradient, (x, y))
+        return [tf.reduce_sum(s, axis=0) for s in squares]
+
+    cache[key] = chunk_sum
+    return chunk_sum
+
+
+def empirical_fisher(
+    model: tf.keras.Model,
+    data: Data,
+    num_samples: int = 5000,
+    *,
+    variables: str | Sequence[tf.Variable] = "binarized",
+    batch_size: int | None = None,
+    from_logits: bool | None = None,
+    seed: int | None = 0,
+) -> dict[str, np.ndarray]:
+    """Diagonal empirical Fisher information of `model` on `data`.
+
+    `F_i = 1/N sum_n (d log p(y_n | x_n) / d theta_i)²` over `N = min(num_samples, len(data))`
+    samples, where `y_n` is the true label ("empirical" Fisher), exactly as the reference
+    implementation's `estimate_fisher` with batches of size 1. The per-sample gradients are
+    computed `batch_size` samples at a time with `tf.vectorized_map` (one gradient per
+    sample, not the gradient of a batch mean), so the result is the batch-size-1 value.
+
+    The model runs in inference mode (`training=False`): BatchNorm normalizes with its moving
+    statistics, which is what makes a single sample's gradient well defined. For a binarized
+    kernel the gradient is that of the hidden weight through the straight-through estimator.
+
+    # Arguments
+        model: A Keras model whose outputs are class scores (logits or probabilities).
+        data: `(x, y)` arrays or a `tf.data.Dataset` of unbatched `(x, y)` samples; integer
+            labels. Integer images are scaled to `[0, 1]` as in training (`make_dataset`).
+        num_samples: Number of samples (the paper: 5000). With fewer samples, all are used.
+        variables: `"binarized"`, `"all"` (see `consolidated_variables`) or a list of
+            variables.
+        batch_size: Samples per vectorized chunk; None picks one that keeps a chunk's
+            per-sample gradients under `FISHER_CHUNK_BYTES` (256 MiB), at most 64.
+        from_logits: Whether the model outputs logits; None reads it from the compiled loss
+            (default True).
+        seed: Seed of the random choice of samples when `data` has more than `num_samples`
+            (arrays: a uniform choice; a dataset: its first samples after a shuffle with a
+            10 000-sample buffer, or its first samples with `seed=None`).
+
+    # Returns
+        A dict variable name (e.g. `"dense_1/kernel:0"`) -> Fisher array of the variable's
+        shape (float32).
+    """
+    _check_positive_int(num_samples, "num_samples")
+    if isinstance(variables, str):
+        variables = consolidated_variables(model, variables)
+    variables = list(variables)
+    logits = _from_logits(model, from_logits)
+    chunk = batch_size or _auto_chunk(variables)
+    dataset = make_dataset(_sample_data(data, int(num_samples), seed), chunk)
+
+    chunk_sum = _fisher_function(model, variables, logits, dataset.element_spec)
+    totals = [np.zeros(v.shape, np.float64) for v in variables]
+    count = 0
+    for x, y in dataset:
+        for total, part in zip(totals, chunk_sum(x, tf.reshape(y, (-1,)))):
+            total += part.numpy()
+        count += int(tf.shape(x)[0])
+    if count == 0:
+        raise ValueError("empirical_fisher: `data` is empty.")
+    return {_variable_key(v): (t / count).astype(np.float32) for v, t in zip(variables, totals)}
+
+
+def shuffle_fisher(fisher: dict[str, np.ndarray], seed: int | None = None) -> dict[str, np.ndarray]:
+    """Random consolidation: each array's values permuted at random across its elements.
+
+    Every layer keeps exactly its multiset of Fisher values (so the same total and the same
+    distribution of consolidation), but they land on random weights.
+    """
+    rng = np.random.default_rng(seed)
+    return {
+        name: np.asarray(f).ravel()[rng.permutation(np.size(f))].reshape(np.shape(f))
+        for name, f in fisher.items()
+    }
+
+
+def ewc_penalty_numpy(
+    weights: dict[str, np.ndarray],
+    fishers: Sequence[dict[str, np.ndarray]],
+    anchors: Sequence[dict[str, np.ndarray]],
+    lambda_: float,
+) -> float:
+    """`lambda/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)²` in float64 (a test reference)."""
+    total = 0.0
+    for fisher, anchor in zip(fishers, anchors):
+        for name, f in fisher.items():
+            diff = np.asarray(weights[name], np.float64) - np.asarray(anchor[name], np.float64)
+            total += float(np.sum(np.asarray(f, np.float64) * diff**2))
+    return 0.5 * lambda_ * total
+
+
+class EWC(tf.keras.callbacks.Callback):
+    """Elastic Weight Consolidation as a Keras callback: one `fit` call is one task.
+
+    When attached (first `on_train_begin`), the callback adds the penalty to the model with
+    `model.add_loss(callable)`; the callable reads `tf.Variable`s, so the compiled train step
+    includes it and always sees their current values. The cached train and test functions
+    are rebuilt once at that moment, so a model that was trained before also gets it. The
+    `loss` that `fit` (and `evaluate`) reports then includes the penalty. The penalty is not
+    saved with the model (`model.save`) nor in `train_sequence` checkpoints: keep
+    `get_state()` yourself to resume a run mid-sequence.
+
+    At the end of each `fit` (`on_train_end`, the end of a task) the callback estimates the
+    empirical Fisher `F_k` of the consolidated weights on that task's training data
+    (`empirical_fisher`, `fisher_samples` samples, per-sample gradients) and adds task `k`
+    to the penalty. The sum over tasks is stored in an exactly equivalent, constant-size
+    form, `sum_k F_k (theta - theta*_k)² = A (theta - M)² + c` with `A = sum_k F_k`,
+    `M = sum_k F_k theta*_k / A` and a constant `c`, so memory does not grow with the
+    number of tasks.
+
+    Before the first task ends the penalty is 0. BatchNorm parameters are not consolidated
+    (as in the reference); pair the callback with a BatchNorm protocol (`TaskEvaluation`'s
+    `bn_protocol`) for evaluation.
+
+    Where the Fisher data comes from:
+
+    - `tasks` given (a `TaskSequence` or list of `Task`s or of data): the k-th `fit` is task
+      k and its Fisher uses `tasks[k].train` (a seeded random subset of `fisher_samples`).
+    - `tasks=None`: the callback records the last `fisher_samples` training samples the
+      model was fed during the `fit` (inputs exactly as batched, e.g. already scaled), by
+      wrapping `model.train_step`; with shuffled data these are a random subset of the task.
+      This works with any `model.fit` call. It needs one input tensor whose shape (without
+      the batch axis) is fully known, and integer labels.
+
+    !!! example
+        ```python
+        ewc = EWC(lambda_=5000, fisher_samples=5000)          # or tasks=tasks
+        for task in tasks:
+            model.fit(*task.train, epochs=5, batch_size=100, callbacks=[ewc])
+        ```
+
+    # Arguments
+        lambda_: Penalty strength `lambda` (the paper: 5000), a finite float >= 0.
+        fisher_samples: Samples of each task used for its Fisher (the paper: 5000).
+        tasks: Where each task's training data is (see above), or None.
+        variables: `"binarized"` (hidden weights of binarized kernels, default) or `"all"`
+            (every trainable non-BatchNorm weight).
+        penalty_on: `"hidden"` (default): the penalty acts on the hidden weights `W_h`
+            and anchors `W_h*`. `"sign"`: on `sign(W_h)` with straight-through gradient and
+            anchors `sign(W_h*)`, which is what the reference code ends up computing (its
+            weights hold their signs after each forward pass). Float weights are always
+            used as they are.
+        shuffle_fisher: Random consolidation: shuffle each layer's Fisher values across its
+            weights before use (`shuffle_fisher`).
+        seed: Seed of the Fisher sample choice and of the shuffles (task k uses `seed + k`).
+        fisher_batch_size: Samples per vectorized chunk of per-sample gradients (None: auto).
+        from_logits: Whether the model outputs logits (None: from the compiled loss).
+        verbose: Print a line when a task is consolidated.
+
+    # Attributes
+        tasks_consolidated: Number of tasks added to the penalty.
+        last_fisher: The last task's Fisher (before any shuffle), name -> array.
+        last_importance: What was added to the penalty for it (shuffled for random
+            consolidation), name -> array.
+
+    # References
+        - [Kirkpatrick, J. et al. Overcoming catastrophic forgetting in neural networks.
+          PNAS 114, 3521 (2017)](https://doi.org/10.1073/pnas.1611835114)
+        - [Laborieux, A. et al. Synaptic metaplasticity in binarized neural networks.
+          Nat. Commun. 12, 2549 (2021)](https://doi.org/10.1038/s41467-021-22768-y)
+    """
+
+    def __init__(
+        self,
+        lambda_: float = 5000.0,
+        fisher_samples: int = 5000,
+        *,
+        tasks: TaskSequence | Sequence[Task] | Sequence[Data] | None = None,
+        variables: str = "binarized",
+        penalty_on: str = "hidden",
+        shuffle_fisher: bool = False,
+        seed: int | None = 0,
+        fisher_batch_size: int | None = None,
+        from_logits: bool | None = None,
+        verbose: bool = False,
+    ):
+        super().__init__()
+        if isinstance(lambda_, bool) or not isinstance(lambda_, numbers.Real) or not (
+            math.isfinite(lambda_) and lambda_ >= 0
+        ):
+            raise ValueError(f"`lambda_` must be a finite float >= 0, got {lambda_!r}.")
+        _check_positive_int(fisher_samples, "fisher_samples")
+        if variables not in ("binarized", "all"):
+            raise ValueError(f'`variables` must be "binarized" or "all", got {variables!r}.')
+        if penalty_on not in ("hidden", "sign"):
+            raise ValueError(f'`penalty_on` must be "hidden" or "sign", got {penalty_on!r}.')
+        if fisher_batch_size is not None:
+            _check_positive_int(fisher_batch_size, "fisher_batch_size")
+        self.lambda_ = float(lambda_)
+        self.fisher_samples = int(fisher_samples)
+        self.task_data = (
+            None if tasks is None else [t.train if isinstance(t, Task) else t for t in tasks]
+        )
+        self.variables = variables
+        self.penalty_on = penalty_on
+        self.shuffle_fisher = bool(shuffle_fisher)
+        self.seed = seed
+        self.fisher_batch_size = fisher_batch_size
+        self.from_logits = from_logits
+        self.verbose = verbose
+
+        self.tasks_consolidated = 0
+        self.last_fisher: dict[str, np.ndarray] = {}
+        self.last_importance: dict[str, np.ndarray] = {}
+        self._attached_to = None
+        self._targets: list[tf.Variable] = []
+        self._importance: list[tf.Variable] = []
+        self._anchor: list[tf.Variable] = []
+        self._offset: tf.Variable | None = None
+        self._lambda: tf.Variable | None = None
+        self._buffer_x = self._buffer_y = self._seen = None
+
+    # -- the penalty -------------------------------------------------------------------------
+    def _value(self, variable: tf.Variable) -> tf.Tensor:
+        value = tf.convert_to_tensor(_latent(variable))
+        if self.penalty_on == "sign" and is_binarized(variable):
+            # sign with a straight-through gradient (identity), as the binarized forward pass
+            return value + tf.stop_gradient(tf.where(value >= 0, 1.0, -1.0) - value)
+        return value
+
+    def penalty(self) -> tf.Tensor:
+        """The current penalty `lambda/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)²`."""
+        if self._offset is None:
+            return tf.constant(0.0)
+        total = self._offset
+        for variable, importance, anchor in zip(self._targets, self._importance, self._anchor):
+            diff = self._value(variable) - anchor
+            total = total + tf.reduce_sum(importance * tf.square(diff))
+        return 0.5 * self._lambda * total
+
+    def _attach(self, model: tf.keras.Model) -> None:
+        if self._attached_to is model:
+            return
+        if self._attached_to is not None:
+            raise RuntimeError("This EWC callback is attached to another model; use one per model.")
+        if not model.built:
+            raise ValueError("EWC needs a built model (call it once, or give it an input shape).")
+        self._targets = consolidated_variables(model, self.variables)
+        self._importance = [
+            tf.Variable(tf.zeros(v.shape), trainable=False, name="ewc_importance")
+            for v in self._targets
+        ]
+        self._anchor = [
+            tf.Variable(tf.zeros(v.shape), trainable=False, name="ewc_anchor")
+            for v in self._targets
+        ]
+        self._offset = tf.Variable(0.0, trainable=False, name="ewc_offset")
+        self._lambda = tf.Variable(self.lambda_, trainable=False, name="ewc_lambda")
+        if self.task_data is None:
+            self._install_recorder(model)
+        model.add_loss(self.penalty)
+        # Cached step functions were traced without the penalty (and the recorder): rebuild.
+        model.make_train_function(force=True)
+        model.test_function = None
+        self._attached_to = model
+
+    # -- recording training samples (tasks=None) ----------------------------------------------
+    def _install_recorder(self, model: tf.keras.Model) -> None:
+        shape = getattr(model, "input_shape", None)
+        if not isinstance(shape, tuple) or any(d is None for d in shape[1:]):
+            raise ValueError(
+                "EWC without `tasks` records training samples, which needs a model with one "
+                f"input of fully known shape; this model's input shape is {shape!r}. Pass "
+                "`tasks=` instead."
+            )
+        n = self.fisher_samples
+        self._buffer_x = tf.Variable(tf.zeros((n, *shape[1:])), trainable=False, name="ewc_x")
+        self._buffer_y = tf.Variable(tf.zeros((n,), tf.int64), trainable=False, name="ewc_y")
+        self._seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="ewc_seen")
+        original = model.train_step
+
+        def train_step(data):
+            x, y, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+            self._record(x, y)
+            return original(data)
+
+        model.train_step = train_step
+
+    def _record(self, x, y) -> None:
+        if not tf.is_tensor(x) or y is None or not tf.is_tensor(y):
+            raise ValueError(
+                "EWC without `tasks` needs one input tensor and integer labels per batch."
+            )
+        if y.shape.rank is not None and y.shape.rank > 1 and y.shape[-1] != 1:
+            raise ValueError(
+                f"EWC without `tasks` needs integer labels, got labels of shape {y.shape} "
+                "(one-hot?). Pass `tasks=` or use sparse labels."
+            )
+        n = self.fisher_samples
+        x = tf.cast(x, self._buffer_x.dtype)[-n:]
+        y = tf.cast(tf.reshape(y, (-1,)), tf.int64)[-n:]
+        count = tf.shape(x, out_type=tf.int64)[0]
+        index = (self._seen + tf.range(count, dtype=tf.int64)) % n
+        self._buffer_x.scatter_nd_update(index[:, None], x)
+        self._buffer_y.scatter_nd_update(index[:, None], y)
+        self._seen.assign_add(count)
+
+    def _recorded(self) -> tuple[np.ndarray, np.ndarray]:
+        count = int(min(int(self._seen.numpy()), self.fisher_samples))
+        if count == 0:
+            raise RuntimeError("EWC recorded no training sample during this fit.")
+        return self._buffer_x.numpy()[:count], self._buffer_y.numpy()[:count]
+
+    # -- Keras hooks -------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._attach(self.model)
+        if self.task_data is not None and self.tasks_consolidated >= len(self.task_data):
+            raise RuntimeError(
+                f"EWC: all {len(self.task_data)} tasks given in `tasks` are consolidated; a "
+                "further fit has no training data for its Fisher."
+            )
+        if self._seen is not None:
+            self._seen.assign(0)
+
+    def on_train_end(self, logs=None):
+        self.consolidate()
+
+    # -- consolidation -----------------------------------------------------------------------
+    def task_fisher_data(self) -> Data:
+        """The data the Fisher of the task being trained is computed on."""
+        if self.task_data is None:
+            return self._recorded()
+        return self.task_data[self.tasks_consolidated]
+
+    def consolidate(self, data: Data | None = None) -> dict[str, np.ndarray]:
+        """End the current task: estimate its Fisher on `data` (default: the task's training
+        data, see the class docs) and add it to the penalty. Called by `on_train_end`.
+
+        # Returns
+            The importance added (the Fisher, shuffled for random consolidation).
+        """
+        self._attach(self.model)
+        k = self.tasks_consolidated
+        seed = None if self.seed is None else self.seed + k
+        fisher = empirical_fisher(
+            self.model,
+            self.task_fisher_data() if data is None else data,
+            self.fisher_samples,
+            variables=self._targets,
+            batch_size=self.fisher_batch_size,
+            from_logits=self.from_logits,
+            seed=seed,
+        )
+        importance = shuffle_fisher(fisher, seed) if self.shuffle_fisher else fisher
+        offset = float(self._offset.numpy())
+        for variable, imp_var, anchor_var in zip(self._targets, self._importance, self._anchor):
+            f = importance[_variable_key(variable)].astype(np.float64)
+            star = np.asarray(tf.convert_to_tensor(self._value(variable)), np.float64)
+            a_old = imp_var.numpy().astype(np.float64)
+            m_old = anchor_var.numpy().astype(np.float64)
+            a_new = a_old + f
+            safe = np.where(a_new > 0, a_new, 1.0)
+            m_new = np.where(a_new > 0, (a_old * m_old + f * star) / safe, star)
+            offset += float(np.sum(a_old * (m_new - m_old) ** 2 + f * (m_new - star) ** 2))
+            imp_var.assign(a_new.astype(np.float32))
+            anchor_var.assign(m_new.astype(np.float32))
+        self._offset.assign(offset)
+        self.last_fisher = fisher
+        self.last_importance = importance
+        self.tasks_consolidated += 1
+        if self.verbose:
+            total = sum(float(np.sum(f)) for f in fisher.values())
+            print(f"EWC: task {k + 1} consolidated (Fisher sum {total:.4g}, "
+                  f"{'shuffled' if self.shuffle_fisher else 'in place'}).")
+        return importance
+
+    # -- state a checkpoint needs ------------------------------------------------------------
+    def get_state(self) -> dict:
+        """Accumulated importance, anchors and offset (numpy), to save beside a checkpoint."""
+        return {
+            "tasks_consolidated": self.tasks_consolidated,
+            "importance": [v.numpy() for v in self._importance],
+            "anchor": [v.numpy() for v in self._anchor],
+            "offset": None if self._offset is None else float(self._offset.numpy()),
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore `get_state()` (the callback must be attached: call after `set_model` and
+        one `on_train_begin`, or `attach(model)`)."""
+        if self._attached_to is None:
+            raise RuntimeError("Attach the callback first: `ewc.attach(model)`.")
+        for variable, value in zip(self._importance, state["importance"]):
+            variable.assign(value)
+        for variable, value in zip(self._anchor, state["anchor"]):
+            variable.assign(value)
+        self._offset.assign(state["offset"] or 0.0)
+        self.tasks_consolidated = int(state["tasks_consolidated"])
+
+    def attach(self, model: tf.keras.Model) -> None:
+        """Add the penalty to `model` now (otherwise done by the first `fit`)."""
+        self.set_model(model)
+        self._attach(model)
+
+
+class RandomConsolidation(EWC):
+    """`EWC` with each layer's Fisher values shuffled across its weights (random
+    consolidation, the paper's control). Same arguments as `EWC`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["shuffle_fisher"] = True
+        super().__init__(*args, **kwargs)

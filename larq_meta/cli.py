@@ -136,10 +136,6 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
     from larq_meta import plots
     from larq_meta.training import train_sequence
 
-    if args.checkpoint and args.method in ("ewc", "random-consolidation"):
-        raise SystemExit(
-            "--checkpoint does not cover EWC's Fisher state yet; run EWC baselines without it."
-        )
     os.makedirs(args.output, exist_ok=True)
     depth = getattr(args, "depth", 2)
     print(

@@ -547,7 +547,9 @@ class EWC(tf.keras.callbacks.Callback):
         """Restore `get_state()` (the callback must be attached: call after `set_model` and
         one `on_train_begin`, or `attach(model)`)."""
         if self._attached_to is None:
-            raise RuntimeError("Attach the callback first: `ewc.attach(model)`.")
+            if self.model is None:
+                raise RuntimeError("Attach the callback first: `ewc.attach(model)`.")
+            self.attach(self.model)
         for variable, value in zip(self._importance, state["importance"]):
             variable.assign(value)
         for variable, value in zip(self._anchor, state["anchor"]):

@@ -199,64 +199,105 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
         record = self.fit_history[self.evaluation.current_task]
         for key, value in (logs or {}).items():
             record.setdefault(key, []).append(float(value))
-        if self.checkpoint is not None:
-            self.checkpoint.save(self, epochs_done=epoch + 1)
+        # A task's last epoch is saved by on_train_end, once every callback has closed the
+        # task (BatchNorm snapshot, EWC consolidation, ...).
+        if self.checkpoint is not None and epoch + 1 < self.params["epochs"]:
+            self.checkpoint.save(self, task=self.evaluation.current_task, epochs_done=epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self.checkpoint is not None:  # the evaluation has moved on to the next task
+            self.checkpoint.save(self, task=self.evaluation.current_task, epochs_done=0)
+
+
+def _split_arrays(value, arrays: dict):
+    """JSON-able skeleton of `value` with every numpy array moved into `arrays`."""
+    if isinstance(value, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, dict):
+        return {k: _split_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split_arrays(v, arrays) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _join_arrays(value, arrays):
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return arrays[value["__array__"]]
+        return {k: _join_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_arrays(v, arrays) for v in value]
+    return value
 
 
 class _Checkpoint:
     """Run state after an epoch: model and optimizer (a `tf.train.Checkpoint`), and the
-    sequence state (position, accuracy matrix, history, BatchNorm snapshots) beside it.
+    sequence state (position, accuracy matrix, history, BatchNorm snapshots, and the state of
+    every callback with `get_state`/`set_state`, such as `EWC`) in an `.npz` beside it.
 
     The sequence state is written last, with an atomic rename, and names its checkpoint, so
     a run killed at any point resumes from the last complete epoch.
     """
 
-    STATE = "sequence_state.json"
+    STATE = "sequence_state.npz"
 
-    def __init__(self, directory: str, model: tf.keras.Model, fingerprint: dict):
+    def __init__(self, directory: str, model: tf.keras.Model, fingerprint: dict, stateful: list):
         self.directory = directory
         self.fingerprint = fingerprint
         self.model = model
+        self.stateful = stateful
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
 
-    def save(self, recorder: _EpochRecorder, epochs_done: int) -> None:
+    def save(self, recorder: _EpochRecorder, task: int, epochs_done: int) -> None:
         path = self.manager.save()
         evaluation = recorder.evaluation
         state = {
             "checkpoint": os.path.basename(path),
-            "task": evaluation.current_task,
+            "task": task,
             "epochs_done": epochs_done,
             "last_accuracies": evaluation._last_accuracies,
             "evaluation": evaluation.get_state(),
+            "callbacks": [callback.get_state() for callback in self.stateful],
             "fit_history": recorder.fit_history,
             "fingerprint": self.fingerprint,
         }
-        tmp = os.path.join(self.directory, self.STATE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(state, f, default=_json_default)  # float32 values round-trip exactly
+        arrays: dict[str, np.ndarray] = {}
+        skeleton = json.dumps(_split_arrays(state, arrays), default=_json_default)
+        tmp = os.path.join(self.directory, "sequence_state.tmp.npz")
+        np.savez(tmp, __skeleton__=np.array(skeleton), **arrays)
         os.replace(tmp, os.path.join(self.directory, self.STATE))
 
     def load(self) -> dict | None:
-        """Restore model and optimizer from the last complete epoch; return the sequence state."""
+        """Restore model, optimizer and callbacks from the last complete epoch; return the
+        sequence state."""
         path = os.path.join(self.directory, self.STATE)
         if not os.path.exists(path):
             return None
-        with open(path) as f:
-            state = json.load(f)
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+        state = _join_arrays(json.loads(str(arrays.pop("__skeleton__"))), arrays)
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(
                 f"Checkpoint in {self.directory!r} belongs to another run (settings "
                 f"{state['fingerprint']}, now {self.fingerprint}); use a new `checkpoint_dir`."
             )
+        if len(state["callbacks"]) != len(self.stateful):
+            raise ValueError(
+                f"Checkpoint in {self.directory!r} saved {len(state['callbacks'])} callback "
+                f"states, but this run has {len(self.stateful)} callbacks with state."
+            )
         optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
         optimizer.build(self.model.trainable_variables)  # slots must exist to be restored
         status = self.checkpoint.restore(os.path.join(self.directory, state["checkpoint"]))
         status.assert_existing_objects_matched()
-        state["evaluation"]["bn_snapshots"] = [
-            {name: [np.asarray(w, np.float32) for w in weights] for name, weights in snapshot.items()}
-            for snapshot in state["evaluation"]["bn_snapshots"]
-        ]
+        for callback, callback_state in zip(self.stateful, state["callbacks"]):
+            callback.set_model(self.model)
+            callback.set_state(callback_state)
         return state
 
 
@@ -292,8 +333,9 @@ def train_sequence(
         shuffle_seed: Seed of the per-epoch shuffling; each epoch's order depends only on
             (seed, task, epoch). None draws one seed (recorded in the result's config).
         checkpoint_dir: Save the run after every epoch (model, optimizer slots, BatchNorm
-            snapshots, accuracy matrix, history, position) and, if the directory already holds
-            a checkpoint of the same run, resume from it. With `deterministic=True` a resumed run
+            snapshots, accuracy matrix, history, position, and the state of callbacks that
+            have `get_state`/`set_state`, e.g. `EWC`) and, if the directory already holds a
+            checkpoint of the same run, resume from it. With `deterministic=True` a resumed run
             ends with exactly the numbers of an uninterrupted one.
         deterministic: Call `tf.config.experimental.enable_op_determinism()` (process-wide) so
             that two runs with the same seeds give identical numbers (slower).
@@ -344,7 +386,8 @@ def train_sequence(
     checkpoint = None
     if checkpoint_dir is not None:
         fingerprint = json.loads(json.dumps(config, default=_json_default))
-        checkpoint = _Checkpoint(checkpoint_dir, model, fingerprint)
+        stateful = [c for c in callbacks if hasattr(c, "get_state") and hasattr(c, "set_state")]
+        checkpoint = _Checkpoint(checkpoint_dir, model, fingerprint, stateful)
     recorder = _EpochRecorder(evaluation, checkpoint)
 
     start_task, start_epoch = 0, 0
@@ -354,10 +397,6 @@ def train_sequence(
         recorder.fit_history = state["fit_history"]
         start_task, start_epoch = state["task"], state["epochs_done"]
         evaluation._last_accuracies = state["last_accuracies"]
-        evaluation.set_model(model)
-        if start_epoch == epochs[start_task]:  # killed after the task's last epoch
-            evaluation.end_task()
-            start_task, start_epoch = start_task + 1, 0
 
     # Order matters: the timer stops before evaluation starts; the recorder (and checkpoint)
     # comes after every callback that writes to `logs`.

@@ -1,4 +1,6 @@
-"""A sequence run killed between epochs resumes and ends with exactly the uninterrupted numbers."""
+"""A sequence run killed between epochs resumes and ends with exactly the uninterrupted numbers.
+
+The run includes an EWC callback, so its consolidation state must survive the kill too."""
 
 import json
 import os
@@ -17,6 +19,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
     from test_training import small_model, synthetic_tasks
+    from larq_meta.consolidation import EWC
     from larq_meta.training import train_sequence
 
     kill_after = int(sys.argv[2])
@@ -29,10 +32,11 @@ SCRIPT = textwrap.dedent(
             if Kill.epochs == kill_after:
                 os._exit(17)  # a hard kill: no cleanup, no finally blocks
 
+    tasks = synthetic_tasks(3)
     result = train_sequence(
-        small_model(), synthetic_tasks(3), epochs_per_task=[2, 2, 1], batch_size=32,
+        small_model(), tasks, epochs_per_task=[2, 2, 1], batch_size=32,
         shuffle_seed=5, deterministic=True, checkpoint_dir=sys.argv[1], progress=False,
-        callbacks=[Kill()],
+        callbacks=[EWC(lambda_=50.0, fisher_samples=64, tasks=tasks), Kill()],
     )
     weights = [w.tolist() for w in result.bn_snapshots[-1]["bn_2"]]
     print(json.dumps({{"matrix": result.accuracy_matrix.tolist(), "history": result.history,
@@ -62,11 +66,13 @@ def uninterrupted(tmp_path_factory, script):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("kill_after", [2, 3])  # at a task boundary, mid task 2
+# The kill comes before the run saves the epoch it happens in: killed in epoch 3 (task 2's
+# first) resumes from the end of task 1; killed in epoch 4 resumes mid task 2.
+@pytest.mark.parametrize("kill_after", [3, 4])
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, script, uninterrupted, kill_after):
     killed = run(tmp_path, kill_after, script)
     assert killed.returncode == 17, killed.stderr[-3000:]
-    assert os.path.exists(tmp_path / "sequence_state.json")
+    assert os.path.exists(tmp_path / "sequence_state.npz")
     resumed = run(tmp_path, 0, script)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     result = json.loads(resumed.stdout.strip().splitlines()[-1])
@@ -80,10 +86,14 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, script, uninterru
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, script):
-    killed = run(tmp_path, 1, script)
+    killed = run(tmp_path, 2, script)  # killed in epoch 2's end: epoch 1 is saved
     assert killed.returncode == 17
-    state = json.loads((tmp_path / "sequence_state.json").read_text())
-    state["fingerprint"]["batch_size"] = 64
-    (tmp_path / "sequence_state.json").write_text(json.dumps(state))
+    path = tmp_path / "sequence_state.npz"
+    with np.load(path) as f:
+        arrays = {key: f[key] for key in f.files}
+    skeleton = json.loads(str(arrays["__skeleton__"]))
+    skeleton["fingerprint"]["batch_size"] = 64
+    arrays["__skeleton__"] = np.array(json.dumps(skeleton))
+    np.savez(path, **arrays)
     refused = run(tmp_path, 0, script)
     assert refused.returncode != 0 and "belongs to another run" in refused.stderr

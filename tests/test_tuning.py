@@ -221,6 +221,7 @@ def test_distributed_search_on_loopback_shares_trials_without_duplicates(tmp_pat
         for role in ("tuner0", "tuner1")
     }
     ids = {role: [t["trial_id"] for t in runs] for role, runs in ran.items()}
+    assert ids["tuner0"] and ids["tuner1"], ids  # both workers took trials
     assert not set(ids["tuner0"]) & set(ids["tuner1"]), ids  # no trial ran twice
     assert sorted(ids["tuner0"] + ids["tuner1"]) == ["0", "1", "2", "3"], ids  # none lost
     for runs in ran.values():

@@ -5,8 +5,13 @@ larq needs on TensorFlow >= 2.16 (it sets `TF_USE_LEGACY_KERAS=1` unless already
 """
 
 import importlib
+import os
 
-from larq_meta._legacy_keras import ensure_legacy_keras
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probes, CPU features) is noise for a CPU
+# user; warnings and errors still show. Set TF_CPP_MIN_LOG_LEVEL yourself to change it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from larq_meta._legacy_keras import ensure_legacy_keras  # noqa: E402
 
 ensure_legacy_keras()
 

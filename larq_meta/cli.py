@@ -266,8 +266,7 @@ def demo(args: argparse.Namespace) -> int:
     args.num_classes, args.batch_size, args.bn_protocol = 10, 100, "per_task"
     args.epsilon, args.weight_decay = 1e-7, 0.0
     args.checkpoint = args.deterministic = args.save_model = False
-    args.jit = True
-    tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed)
+    tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed, train_size=args.train_size)
     run_experiment(tasks, args, title=f"Permuted MNIST, {args.width}-{args.width} BNN")
     return 0
 
@@ -367,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--m", type=_non_negative_float, default=1.35, help="metaplastic m (1.35)")
     p.add_argument("--lr", type=_positive_float, default=0.005, help="learning rate (0.005)")
     p.add_argument("--seed", type=int, default=1, help="seed of permutations, init, order (1)")
+    p.add_argument("--train-size", type=_positive_int, help="use only this many training images")
+    p.add_argument("--no-jit", dest="jit", action="store_false",
+                   help="do not compile the training step with XLA")
     p.add_argument("--output", default="runs/demo", help="output folder (runs/demo)")
     p.set_defaults(func=demo)
 

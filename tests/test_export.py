@@ -13,7 +13,7 @@ import tensorflow as tf
 pytest.importorskip("larq_compute_engine")
 
 from larq_meta import models  # noqa: E402
-from larq_meta.batchnorm import snapshot_batchnorm  # noqa: E402
+from larq_meta.batchnorm import snapshot_batchnorm, using_batchnorm  # noqa: E402
 from larq_meta.export import (  # noqa: E402
     ExportError,
     ParityError,
@@ -28,6 +28,9 @@ from larq_meta.export import (  # noqa: E402
 )
 
 RNG = np.random.default_rng(0)
+BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+#: Quicker exports for tests that do not need the SavedModel path or the float reference.
+FAST = dict(float_reference=False, conversion="graphdef", report=False)
 
 
 def randomize_batchnorm(model, seed=0):
@@ -36,9 +39,10 @@ def randomize_batchnorm(model, seed=0):
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
+            sign = rng.choice([-1, 1], gamma.shape)
             layer.set_weights(
                 [
-                    rng.uniform(0.5, 2.0, gamma.shape).astype("f4") * rng.choice([-1, 1], gamma.shape),
+                    (rng.uniform(0.5, 2.0, gamma.shape) * sign).astype("f4"),
                     rng.normal(size=beta.shape).astype("f4"),
                     rng.normal(size=mean.shape).astype("f4"),
                     rng.uniform(0.5, 3.0, var.shape).astype("f4"),
@@ -52,7 +56,7 @@ def no_bn_mlp(widths, inputs=20):
     x0 = tf.keras.Input((inputs,))
     x = lq.layers.QuantDense(widths[0], kernel_quantizer="ste_sign", name="d0")(x0)
     for i, w in enumerate(widths[1:], 1):
-        x = lq.layers.QuantDense(w, input_quantizer="ste_sign", kernel_quantizer="ste_sign", name=f"d{i}")(x)
+        x = lq.layers.QuantDense(w, name=f"d{i}", **BINARY)(x)
     return tf.keras.Model(x0, x, name="no_bn")
 
 
@@ -63,10 +67,15 @@ def sequential_with_bias():
             tf.keras.layers.Dense(16),
             tf.keras.layers.BatchNormalization(),
             lq.layers.QuantDense(
-                9, input_quantizer="approx_sign", kernel_quantizer="ste_sign", bias_initializer="random_normal"
+                9,
+                input_quantizer="approx_sign",
+                kernel_quantizer="ste_sign",
+                bias_initializer="random_normal",
             ),
             tf.keras.layers.BatchNormalization(),
-            lq.layers.QuantDense(5, input_quantizer="ste_sign", kernel_quantizer="swish_sign", activation="tanh"),
+            lq.layers.QuantDense(
+                5, input_quantizer="ste_sign", kernel_quantizer="swish_sign", activation="tanh"
+            ),
         ],
         name="seq",
     )
@@ -76,7 +85,7 @@ def nested_model():
     inner = no_bn_mlp((10, 6), inputs=8)
     x0 = tf.keras.Input((8,))
     x = inner(x0)
-    x = lq.layers.QuantDense(4, input_quantizer="ste_sign", kernel_quantizer="ste_sign", name="outer")(x)
+    x = lq.layers.QuantDense(4, name="outer", **BINARY)(x)
     return tf.keras.Model(x0, x, name="outer_model")
 
 
@@ -90,7 +99,7 @@ def nested_model():
     [
         (lambda: randomize_batchnorm(models.paper_mlp((8,), input_shape=(6, 5))), 1),
         (lambda: randomize_batchnorm(models.paper_mlp((16, 12), input_shape=(30,))), 2),
-        (lambda: randomize_batchnorm(models.paper_mlp((33, 7, 21), num_classes=3, input_shape=(17,))), 3),
+        (lambda: randomize_batchnorm(models.paper_mlp((33, 7, 21), 3, input_shape=(17,))), 3),
         (lambda: no_bn_mlp((9,)), 0),
         (lambda: no_bn_mlp((24, 13, 5)), 2),
         (lambda: randomize_batchnorm(sequential_with_bias()), 2),
@@ -110,9 +119,11 @@ def test_rewrite_is_exact(build, rewritten):
     new = dense_to_conv1x1(model)
     got = new(x, training=False).numpy()
     np.testing.assert_array_equal(got, expected)
-    convs = [layer for layer in _flat(new) if isinstance(layer, lq.layers.QuantConv2D) and layer.kernel_size == (1, 1)]
+    layers = list(_flat(new))
+    convs = [c for c in layers if isinstance(c, lq.layers.QuantConv2D) and c.kernel_size == (1, 1)]
     assert len(convs) == rewritten
-    assert not any(isinstance(layer, lq.layers.QuantDense) and layer.input_quantizer is not None for layer in _flat(new))
+    dense = [d for d in layers if isinstance(d, lq.layers.QuantDense)]
+    assert all(d.input_quantizer is None for d in dense)  # only real-input dense layers remain
     # The original is untouched.
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -136,10 +147,14 @@ def test_rewrite_refuses_what_it_cannot_do():
     with pytest.raises(ExportError, match="'bn_1'.*not a QuantDense"):
         dense_to_conv1x1(mlp, ["bn_1"])
     x0 = tf.keras.Input((10,))
-    x = lq.layers.QuantDense(6, input_quantizer="ste_sign", kernel_quantizer="magnitude_aware_sign", name="mag")(x0)
-    x = lq.layers.QuantDense(4, input_quantizer="ste_tern", kernel_quantizer="ste_sign", name="tern")(x)
+    x = lq.layers.QuantDense(
+        6, input_quantizer="ste_sign", kernel_quantizer="magnitude_aware_sign", name="mag"
+    )(x0)
+    x = lq.layers.QuantDense(
+        4, input_quantizer="ste_tern", kernel_quantizer="ste_sign", name="tern"
+    )(x)
     odd = tf.keras.Model(x0, x)
-    with pytest.raises(ExportError, match="'mag'.*kernel quantizer MagnitudeAwareSign is not a sign"):
+    with pytest.raises(ExportError, match="'mag'.*quantizer MagnitudeAwareSign is not a sign"):
         dense_to_conv1x1(odd, ["mag"])
     with pytest.raises(ExportError, match="'tern'.*input quantizer SteTern is not a sign"):
         dense_to_conv1x1(odd, ["tern"])
@@ -147,7 +162,7 @@ def test_rewrite_refuses_what_it_cannot_do():
     class Subclassed(tf.keras.Model):
         def __init__(self):
             super().__init__(name="subclassed")
-            self.dense = lq.layers.QuantDense(3, input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+            self.dense = lq.layers.QuantDense(3, **BINARY)
 
         def call(self, x):
             return self.dense(x)
@@ -171,7 +186,7 @@ def mlp_export(tmp_path_factory):
     randomize_batchnorm(model, seed=9)  # the live state differs from every snapshot
     live = [w.copy() for w in model.get_weights()]
     x = RNG.random((300, 6, 6)).astype("f4")
-    with __import__("larq_meta.batchnorm").batchnorm.using_batchnorm(model, snapshots[1]):
+    with using_batchnorm(model, snapshots[1]):
         y = model(x, training=False).numpy().argmax(1)
     path = tmp_path_factory.mktemp("mlp") / "mlp.tflite"
     report = to_lce(model, path, task=1, bn_snapshots=snapshots, parity_data=(x, y), report=False)
@@ -184,10 +199,12 @@ def test_mlp_export_is_binary_and_matches_keras(mlp_export):
     counts = op_counts(report.flatbuffer)
     assert counts == report.op_counts
     # dense_2 and dense_3 are binarized: both LceBconv2d; dense_1 sees real pixels.
-    assert counts["LceBconv2d"] == 2 == len(report.binarized_layers) and report.all_binarized_layers_binary
+    assert counts["LceBconv2d"] == 2 == len(report.binarized_layers)
+    assert report.all_binarized_layers_binary
     assert counts["FULLY_CONNECTED"] == 1 and "LceDequantize" not in counts
     assert report.rewritten_layers == ["dense_2", "dense_3"]
-    assert list(report.float_layers) == ["dense_1"] and "real-valued input" in report.float_layers["dense_1"]
+    assert list(report.float_layers) == ["dense_1"]
+    assert "real-valued input" in report.float_layers["dense_1"]
     p = report.parity
     assert p.samples == 300 and p.data == "given"
     assert p.argmax_agreement == 1.0 and p.max_abs_diff <= 1e-3
@@ -209,8 +226,6 @@ def test_mlp_export_is_binary_and_matches_keras(mlp_export):
 def test_exported_file_runs_task_state(mlp_export):
     from larq_compute_engine import testing
 
-    from larq_meta.batchnorm import using_batchnorm
-
     model, snapshots, _, x, path, _ = mlp_export
     lce = testing.Interpreter(path.read_bytes()).predict(x[:50])
     with using_batchnorm(model, snapshots[1]):
@@ -231,9 +246,7 @@ def test_convnet_export_and_no_rewrite(tmp_path):
     assert report.size_bytes < report.float_tflite_size_bytes
 
     # Without the rewrite the binarized dense layer is a float FULLY_CONNECTED: reported.
-    plain = to_lce(
-        model, None, rewrite_dense=False, parity=False, float_reference=False, conversion="graphdef", report=False
-    )
+    plain = to_lce(model, None, rewrite_dense=False, parity=False, **FAST)
     assert plain.op_counts["LceBconv2d"] == 1 and plain.op_counts["FULLY_CONNECTED"] == 1
     assert not plain.all_binarized_layers_binary
     assert "rewrite disabled" in plain.float_layers["dense_3"]
@@ -289,13 +302,18 @@ def test_bad_task_index(tmp_path, existing):
         to_lce(model, path, task=0, bn_snapshots=wrong, report=False)
     with pytest.raises(ExportError, match="'dense_1'"):
         to_lce(model, path, rewrite_dense=["dense_1"], report=False)
+    with pytest.raises(ExportError, match="thresholds need the parity check"):
+        to_lce(model, path, parity=False, min_argmax_agreement=0.99, report=False)
     _assert_untouched(path, existing)
 
 
 def test_unconvertible_layer_is_named(tmp_path):
     x0 = tf.keras.Input((8,))
     x = lq.layers.QuantDense(6, kernel_quantizer="ste_sign", name="d0")(x0)
-    x = tf.keras.layers.Lambda(lambda t: tf.math.igamma(tf.abs(t) + 1.0, tf.abs(t) + 2.0), name="weird_igamma")(x)
+    igamma = tf.keras.layers.Lambda(
+        lambda t: tf.math.igamma(tf.abs(t) + 1.0, tf.abs(t) + 2.0), name="weird_igamma"
+    )
+    x = igamma(x)
     model = tf.keras.Model(x0, x, name="unconvertible")
     path = str(tmp_path / "out.tflite")
     with pytest.raises(ExportError, match="Igamma.*'weird_igamma'"):
@@ -308,7 +326,7 @@ def test_parity_threshold_failure_writes_nothing(tmp_path):
     path = str(tmp_path / "out.tflite")
     open(path, "wb").write(b"old")
     with pytest.raises(ParityError, match="max \\|diff\\|.*nothing written"):
-        to_lce(model, path, max_abs_diff=-1.0, float_reference=False, conversion="graphdef", report=False)
+        to_lce(model, path, max_abs_diff=-1.0, **FAST)
     _assert_untouched(path, b"old")
 
 
@@ -331,12 +349,14 @@ def test_export_main_end_to_end(tmp_path, capsys):
 
     out = str(tmp_path / "model.tflite")
     report_json = str(tmp_path / "report.json")
-    argv = [model_path, out, "--task", "0", "--bn-snapshots", snapshot_path, "--parity-samples", "32"]
-    argv += ["--conversion", "graphdef", "--report-json", report_json, "--min-agreement", "0.99"]
+    argv = [model_path, out, "--task", "0", "--bn-snapshots", snapshot_path]
+    argv += ["--parity-samples", "32", "--conversion", "graphdef"]
+    argv += ["--report-json", report_json, "--min-agreement", "0.99"]
     assert export_main(argv) == 0
     assert os.path.getsize(out) > 0
     data = json.load(open(report_json))
-    assert data["task"] == 0 and data["op_counts"]["LceBconv2d"] == 2 and data["parity"]["argmax_agreement"] == 1.0
+    assert data["task"] == 0 and data["op_counts"]["LceBconv2d"] == 2
+    assert data["parity"]["argmax_agreement"] == 1.0
     assert "LceBconv2d 2" in capsys.readouterr().out
 
     missing = str(tmp_path / "missing.tflite")

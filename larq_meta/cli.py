@@ -361,8 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=demo.__doc__,
     )
     p.add_argument("--tasks", type=_positive_int, default=3, help="number of tasks (3)")
-    p.add_argument("--width", type=_positive_int, default=512, help="hidden width (512)")
-    p.add_argument("--epochs", type=_positive_int, default=3, help="epochs per task (3)")
+    p.add_argument("--width", type=_positive_int, default=256, help="hidden width (256)")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per task (10)")
     p.add_argument("--m", type=_non_negative_float, default=1.35, help="metaplastic m (1.35)")
     p.add_argument("--lr", type=_positive_float, default=0.005, help="learning rate (0.005)")
     p.add_argument("--seed", type=int, default=1, help="seed of permutations, init, order (1)")

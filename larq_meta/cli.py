@@ -277,7 +277,7 @@ def permuted(args: argparse.Namespace) -> int:
 
     _defaults(
         args,
-        quick={"tasks": 3, "width": 512, "epochs": 3, "m": [0.0, 1.35]},
+        quick={"tasks": 3, "width": 256, "epochs": 10, "m": [0.0, 1.35]},
         paper={"tasks": 6, "width": 4096, "epochs": 40, "m": [0.0, 1.35], "weight_decay": 1e-7},
     )
     args.num_classes = 10
@@ -292,7 +292,7 @@ def mnist_fashion(args: argparse.Namespace) -> int:
 
     _defaults(
         args,
-        quick={"width": 512, "epochs": 3, "m": [0.0, 1.5]},
+        quick={"width": 256, "epochs": 10, "m": [0.0, 1.5]},
         paper={"width": 4096, "epochs": 50, "m": [0.0, 1.5], "weight_decay": 1e-7},
     )
     args.num_classes = 10

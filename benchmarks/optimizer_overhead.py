@@ -4,7 +4,7 @@ Both optimizers train identical models in one process, interleaved (A B A B ...)
 noise hits both alike; the ratio of medians is the result. Writes
 benchmarks/results/optimizer_overhead.json.
 
-    .venv/bin/python benchmarks/optimizer_overhead.py [--repeats 7] [--steps 100]
+    .venv/bin/python benchmarks/optimizer_overhead.py [--repeats 7] [--steps 100] [--jit]
 """
 
 import argparse
@@ -23,12 +23,13 @@ import tensorflow as tf  # noqa: E402
 from larq_meta import MetaplasticAdam  # noqa: E402
 
 
-def build(optimizer):
+def build(optimizer, jit_compile):
     tf.keras.utils.set_random_seed(0)
     model = larq_meta.models.paper_mlp((1024, 1024))
     model.compile(
         optimizer=optimizer,
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
     )
     return model
 
@@ -37,16 +38,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=100, help="training steps per timing")
-    parser.add_argument("--output", default="benchmarks/results/optimizer_overhead.json")
+    parser.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--output", default=None, help="JSON path (default by --jit)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     x = rng.random((100 * args.steps, 784), dtype=np.float32)
     y = rng.integers(0, 10, 100 * args.steps)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(100).cache().repeat()
+    suffix = "_xla" if args.jit else ""
+    args.output = args.output or f"benchmarks/results/optimizer_overhead{suffix}.json"
     runs = {
-        "adam": build(tf.keras.optimizers.Adam(learning_rate=0.005)),
-        "metaplastic_adam": build(MetaplasticAdam(m=1.35, learning_rate=0.005)),
+        "adam": build(tf.keras.optimizers.Adam(learning_rate=0.005), args.jit),
+        "metaplastic_adam": build(MetaplasticAdam(m=1.35, learning_rate=0.005), args.jit),
     }
     steps = {}
     for name, model in runs.items():
@@ -65,6 +69,8 @@ def main():
     result = {
         "benchmark": "optimizer_overhead",
         "model": "paper_mlp((1024, 1024)), batch 100, float32",
+        "jit_compile": args.jit,
+        "load_average": os.getloadavg(),
         "seconds_per_step_median": median,
         "seconds_per_step_all": times,
         "ratio_metaplastic_over_adam": median["metaplastic_adam"] / median["adam"],

@@ -61,8 +61,9 @@ def test_models_serialize_and_save(build, tmp_path):
         # larq pads binary convolutions (pad_values=1) before building them, so a rebuilt
         # convnet records a padded build shape; its weights and outputs are checked below.
         assert_config_round_trip(model)
+    apply_to = "kernels" if model.name == "float_mlp" else "binarized"
     model.compile(
-        optimizer=MetaplasticAdam(m=1.0, learning_rate=0.01),
+        optimizer=MetaplasticAdam(m=1.0, learning_rate=0.01, apply_to=apply_to),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     shape = (8,) + tuple(model.input_shape[1:])

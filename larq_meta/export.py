@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import logging
 import os
 import sys
 import tempfile
@@ -57,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_meta.batchnorm import batchnorm_layers, using_batchnorm
+from larq_meta.models import unclipped_kernels_by_design
 
 __all__ = [
     "ExportError",
@@ -345,18 +345,6 @@ def _plan_rewrite(model: tf.keras.Model, rewrite_dense) -> tuple[list, dict[str,
     return targets, skipped
 
 
-@contextlib.contextmanager
-def _quiet_larq() -> Iterator[None]:
-    """Silence larq's 'starved weights' warning while copying unclipped binary layers."""
-    logger = logging.getLogger("larq.layers_base")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _dense_as_conv(dense: lq.layers.QuantDense) -> list[tf.keras.layers.Layer]:
     """`[Reshape((1,1,C)), QuantConv2D(units, 1), Reshape((units,))]` computing as `dense`.
 
@@ -366,7 +354,7 @@ def _dense_as_conv(dense: lq.layers.QuantDense) -> list[tf.keras.layers.Layer]:
     config = dense.get_config()
     channels, units = (int(d) for d in dense.kernel.shape)
     dtype = config.get("dtype")
-    with _quiet_larq():
+    with unclipped_kernels_by_design():
         conv = lq.layers.QuantConv2D(
             units,
             kernel_size=1,
@@ -390,7 +378,7 @@ def _contains(model: tf.keras.Model, targets: set[int]) -> bool:
 
 def _clone_layer(layer: tf.keras.layers.Layer, model_name: str) -> tf.keras.layers.Layer:
     try:
-        with _quiet_larq():
+        with unclipped_kernels_by_design():
             if isinstance(layer, tf.keras.Model):
                 return tf.keras.models.clone_model(layer)
             return layer.__class__.from_config(layer.get_config())
@@ -1531,7 +1519,7 @@ def load_model(path: PathLike) -> tf.keras.Model:
     if not os.path.exists(path):
         raise ExportError(f"Model file {os.fspath(path)!r} does not exist.")
     try:
-        with _quiet_larq():
+        with unclipped_kernels_by_design():
             return tf.keras.models.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001
         raise ExportError(

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import larq as lq
 import tensorflow as tf
 
-__all__ = ["paper_mlp", "float_mlp", "binary_convnet", "batch_norm"]
+__all__ = ["paper_mlp", "float_mlp", "binary_convnet", "batch_norm", "BF16QuantDense"]
 
 #: PyTorch's BatchNorm defaults (momentum 0.1 on the new value, eps 1e-5) in Keras' terms.
 BN_MOMENTUM = 0.9
@@ -38,9 +38,10 @@ def _check_positive_int(value, argument: str) -> int:
 
 
 @contextlib.contextmanager
-def _unclipped_kernels_by_design() -> Iterator[None]:
-    """Silence larq's "starved weights" warning: it is for clipped straight-through kernels;
-    ours are unclipped (`SteSign(clip_value=None)`), so their gradient never vanishes."""
+def unclipped_kernels_by_design() -> Iterator[None]:
+    """Silence larq's "starved weights" warning while building layers with unclipped binary
+    kernels: the warning is for clipped straight-through kernels; ours use
+    `SteSign(clip_value=None)`, whose gradient never vanishes."""
     logger = logging.getLogger("larq.layers_base")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -61,12 +62,137 @@ def batch_norm(name: str | None = None) -> tf.keras.layers.BatchNormalization:
     return tf.keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
+# -- bfloat16 binary matmuls -----------------------------------------------------------------------
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _dot_f32(lhs: tf.Tensor, rhs: tf.Tensor, lhs_contracting: int, rhs_contracting: int):
+    """XLA `DotGeneral` of two 2-D tensors with a float32 result (float32 accumulation).
+
+    `tf.matmul` on bfloat16 returns bfloat16 (a rounded result) and under XLA on CPU is
+    computed in float32 anyway; `XlaDotV2` with `preferred_element_type=float32` keeps the
+    bfloat16 operands and runs XLA:CPU's fast bfloat16 kernels. Outside `jit_compile` the op
+    is compiled on demand, so it also works eagerly (slowly).
+    """
+    from tensorflow.compiler.tf2xla.ops import gen_xla_ops
+
+    # Serialized xla.DotDimensionNumbers{lhs_contracting_dimensions: [l],
+    # rhs_contracting_dimensions: [r]} (fields 1 and 2, packed varints).
+    dimension_numbers = bytes([0x0A, 1, lhs_contracting, 0x12, 1, rhs_contracting])
+    return gen_xla_ops.xla_dot_v2(
+        lhs, rhs, dimension_numbers=dimension_numbers, precision_config=b"",
+        preferred_element_type=tf.float32,
+    )
+
+
+def _transposed(x: tf.Tensor) -> tf.Tensor:
+    """`x.T` for a 2-D tensor, as a gather. XLA folds a plain transpose into the dot's
+    dimension numbers, and XLA:CPU upcasts a bfloat16 dot that contracts the lhs' leading
+    dimension to float32; a gather keeps the operand materialized and the dot in bfloat16."""
+    shape = tf.shape(x)
+    rows, cols = shape[0], shape[1]
+    order = tf.reshape(tf.transpose(tf.reshape(tf.range(rows * cols), [rows, cols])), [-1])
+    return tf.reshape(tf.gather(tf.reshape(x, [-1]), order), [cols, rows])
+
+
+def _binary_sign(x: tf.Tensor) -> tf.Tensor:
+    """larq's `sign` (`sign(0) = +1`), as float32."""
+    return lq.math.sign(x)
+
+
+def _ste_mask(x: tf.Tensor, clip_value: float | None, dy: tf.Tensor) -> tf.Tensor:
+    """larq's straight-through gradient: `dy` where `|x| <= clip_value` (all if None)."""
+    if clip_value is None:
+        return dy
+    return tf.where(tf.abs(x) <= clip_value, dy, tf.zeros_like(dy))
+
+
+def _bf16_binary_matmul(binary_input: bool, input_clip: float | None, kernel_clip: float | None):
+    """`ste_sign(x) @ ste_sign(W)` (or `x @ ste_sign(W)` for a real-valued input) with bfloat16
+    operands. Forward: exact (±1 products summed in float32). Backward: `dy` rounded to
+    bfloat16, products summed in float32; larq's straight-through masks."""
+    bf16 = tf.bfloat16
+
+    @tf.custom_gradient
+    def matmul(x, kernel):
+        if binary_input:
+            x_sign = tf.cast(_binary_sign(x), bf16)
+            w_sign = tf.cast(_binary_sign(kernel), bf16)
+            y = _dot_f32(x_sign, w_sign, 1, 0)
+        else:
+            # A real-valued input is not exact in bfloat16: this forward stays float32.
+            x_sign = w_sign = None
+            y = tf.matmul(x, _binary_sign(kernel))
+
+        def grad(dy):
+            dy16 = tf.cast(dy, bf16)
+            x16 = x_sign if binary_input else tf.cast(x, bf16)
+            dw = _dot_f32(_transposed(x16), dy16, 1, 0)
+            if binary_input:
+                dx = _ste_mask(x, input_clip, _dot_f32(dy16, w_sign, 1, 1))
+            else:  # unused by the first layer of a model; XLA prunes it
+                dx = tf.matmul(dy, _binary_sign(kernel), transpose_b=True)
+            return dx, _ste_mask(kernel, kernel_clip, dw)
+
+        return y, grad
+
+    return matmul
+
+
+@tf.keras.utils.register_keras_serializable(package="larq_meta")
+class BF16QuantDense(lq.layers.QuantDense):
+    """A binarized `QuantDense` whose matrix products run with bfloat16 operands.
+
+    Same weights, config and results as `lq.layers.QuantDense` with `SteSign` quantizers
+    (or no input quantizer), but `sign(x) @ sign(W)` is computed from bfloat16 copies of the
+    signs, which are exact, with float32 accumulation and output: the forward pass equals the
+    float32 layer's up to float32 summation order. A real-valued input (no input quantizer)
+    keeps a float32 forward product. The backward products round the incoming gradient to
+    bfloat16 (8-bit mantissa) and sum in float32. Hidden weights, their gradients and the
+    layer's output stay float32, so optimizer state and BatchNorm are unaffected.
+
+    It pays under XLA: compile with `model.compile(..., jit_compile=True)`. Without XLA the
+    products are compiled one by one on demand and are slower than float32.
+
+    Only `SteSign` quantizers (any `clip_value`) are supported, as `paper_mlp` uses.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for role, quantizer, optional in (
+            ("input_quantizer", self.input_quantizer, True),
+            ("kernel_quantizer", self.kernel_quantizer, False),
+        ):
+            if quantizer is None and optional:
+                continue
+            if not isinstance(quantizer, lq.quantizers.SteSign):
+                raise ValueError(
+                    f"BF16QuantDense supports `SteSign` quantizers only; `{role}` is "
+                    f"{quantizer!r}. Use `lq.layers.QuantDense` for other quantizers."
+                )
+
+    def call(self, inputs):
+        matmul = _bf16_binary_matmul(
+            binary_input=self.input_quantizer is not None,
+            input_clip=getattr(self.input_quantizer, "clip_value", None),
+            kernel_clip=self.kernel_quantizer.clip_value,
+        )
+        outputs = matmul(tf.cast(inputs, tf.float32), self.kernel.latent_variable)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+
 def paper_mlp(
     hidden_units: Sequence[int] = (4096, 4096),
     num_classes: int = 10,
     input_shape: Sequence[int] = (784,),
     init_width: float = 0.1,
     name: str = "paper_mlp",
+    compute_dtype: str = "float32",
 ) -> tf.keras.Model:
     """The binarized MLP of the paper's continual-learning experiments (784-4096-4096-10).
 
@@ -87,6 +213,15 @@ def paper_mlp(
     Layers are named `dense_1..dense_L` and `bn_1..bn_L` so that per-layer settings (such as
     a per-layer `m`) and BatchNorm snapshots have stable names.
 
+    With `compute_dtype="bfloat16"` the dense layers are `BF16QuantDense`: their binary
+    matrix products take bfloat16 copies of the signs (exact: ±1) and sum in float32, so the
+    forward pass is the float32 one (up to summation order; the first layer's product with
+    the real-valued input stays float32); the backward products round the gradient to
+    bfloat16. Hidden weights, gradients, optimizer state and BatchNorm stay float32 and the
+    weights are interchangeable with a float32 model's (`set_weights`). Compile with
+    `jit_compile=True`: XLA:CPU runs these bfloat16 products about twice as fast as float32
+    ones (see `docs/speed.md`); without XLA the option is slower.
+
     # Arguments
         hidden_units: Widths of the hidden layers. The paper uses (4096, 4096); (1024, 1024)
             trains on a CPU.
@@ -94,6 +229,8 @@ def paper_mlp(
         input_shape: Shape of one input sample; flattened by the first layer.
         init_width: Width of the uniform kernel initialisation interval.
         name: Model name.
+        compute_dtype: `"float32"` (default) or `"bfloat16"` for the binary matrix products
+            (see above).
 
     # Returns
         An uncompiled `tf.keras.Model` that outputs logits (use
@@ -101,12 +238,15 @@ def paper_mlp(
     """
     units = _check_units(hidden_units)
     _check_positive_int(num_classes, "num_classes")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}.")
+    dense_class = BF16QuantDense if compute_dtype == "bfloat16" else lq.layers.QuantDense
     inputs = tf.keras.Input(shape=tuple(input_shape), name="input")
     x = tf.keras.layers.Flatten(name="flatten")(inputs)
     widths = units + (num_classes,)
     for i, width in enumerate(widths, start=1):
-        with _unclipped_kernels_by_design():
-            dense = lq.layers.QuantDense(
+        with unclipped_kernels_by_design():
+            dense = dense_class(
                 width,
                 use_bias=False,
                 input_quantizer=None if i == 1 else "ste_sign",
@@ -177,7 +317,7 @@ def binary_convnet(
     """
     widths = _check_units(filters, "filters")
     _check_positive_int(num_classes, "num_classes")
-    with _unclipped_kernels_by_design():
+    with unclipped_kernels_by_design():
         return _binary_convnet(widths, num_classes, input_shape, init_width, name)
 
 

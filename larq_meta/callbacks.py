@@ -109,6 +109,7 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
             "history": list(self.history),
             "bn_snapshots": list(self.bn_snapshots),
             "current_task": self.current_task,
+            "last_accuracies": self._last_accuracies,
         }
 
     def set_state(self, state: dict) -> None:
@@ -116,6 +117,7 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         self.history = list(state["history"])
         self.bn_snapshots = list(state["bn_snapshots"])
         self.current_task = int(state["current_task"])
+        self._last_accuracies = state.get("last_accuracies")
 
     # -- Keras hooks -------------------------------------------------------------------------
     def on_train_begin(self, logs=None):

@@ -250,6 +250,7 @@ class _Checkpoint:
         self.fingerprint = fingerprint
         self.model = model
         self.stateful = stateful
+        self.shuffle_seed: int | None = None
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
 
@@ -260,7 +261,7 @@ class _Checkpoint:
             "checkpoint": os.path.basename(path),
             "task": task,
             "epochs_done": epochs_done,
-            "last_accuracies": evaluation._last_accuracies,
+            "shuffle_seed": self.shuffle_seed,
             "evaluation": evaluation.get_state(),
             "callbacks": [callback.get_state() for callback in self.stateful],
             "fit_history": recorder.fit_history,
@@ -362,8 +363,6 @@ def train_sequence(
     else:
         epochs = [_check_int(epochs_per_task, "epochs_per_task", 1)] * num_tasks
     batch_size = _check_int(batch_size, "batch_size", 1)
-    if shuffle_seed is None:
-        shuffle_seed = int(np.random.default_rng().integers(2**31))
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -396,7 +395,12 @@ def train_sequence(
         evaluation.set_state(state["evaluation"])
         recorder.fit_history = state["fit_history"]
         start_task, start_epoch = state["task"], state["epochs_done"]
-        evaluation._last_accuracies = state["last_accuracies"]
+    if shuffle_seed is None:  # drawn once per run; a resumed run keeps the one it drew
+        drawn = int(np.random.default_rng().integers(2**31))
+        shuffle_seed = state["shuffle_seed"] if state is not None else drawn
+    config["shuffle_seed"] = shuffle_seed
+    if checkpoint is not None:
+        checkpoint.shuffle_seed = shuffle_seed
 
     # Order matters: the timer stops before evaluation starts; the recorder (and checkpoint)
     # comes after every callback that writes to `logs`.

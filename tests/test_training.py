@@ -166,3 +166,14 @@ def test_two_protocols_side_by_side_and_epoch_timing():
     assert history["train_seconds"][0] > 0
     np.testing.assert_allclose(shared.accuracy_matrix[:, 1], result.accuracy_matrix[:, 1])
     assert shared.accuracy_matrix[1, 0] == pytest.approx(history["shared/acc_task_1"][-1])
+
+
+def test_finished_checkpointed_run_without_seed_reloads(tmp_path):
+    tasks = synthetic_tasks()
+    first = train_sequence(small_model(), tasks, batch_size=32, progress=False,
+                           checkpoint_dir=str(tmp_path))
+    # A new process would draw another seed; the checkpoint keeps the one the run drew.
+    again = train_sequence(small_model(seed=1), tasks, batch_size=32, progress=False,
+                           checkpoint_dir=str(tmp_path))
+    np.testing.assert_array_equal(again.accuracy_matrix, first.accuracy_matrix)
+    assert again.config["shuffle_seed"] == first.config["shuffle_seed"]

@@ -34,7 +34,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from larq_meta.optimizers import is_binarized
+from larq_meta._checks import check_int
+from larq_meta.optimizers import is_binarized, latent
 from larq_meta.tasks import Data, make_dataset
 
 __all__ = [
@@ -84,10 +85,6 @@ def binarized_layers(model: tf.keras.Model) -> dict[str, tf.Variable]:
     return found
 
 
-def _latent(variable: tf.Variable) -> tf.Variable:
-    return getattr(variable, "latent_variable", variable)
-
-
 def hidden_weights(model: tf.keras.Model) -> dict[str, np.ndarray]:
     """The hidden (latent, real-valued) weights of every binarized kernel of `model`.
 
@@ -95,7 +92,7 @@ def hidden_weights(model: tf.keras.Model) -> dict[str, np.ndarray]:
         A dict layer name -> copy of its hidden weights, e.g. `{"dense_1": (784, 1024) array,
         ...}`. `larq_meta.plots.plot_hidden_weights` takes a list of these (one per task).
     """
-    return {name: _latent(v).numpy().copy() for name, v in binarized_layers(model).items()}
+    return {name: latent(v).numpy().copy() for name, v in binarized_layers(model).items()}
 
 
 # -- correlations -----------------------------------------------------------------------------
@@ -268,7 +265,7 @@ def flip_importance(
     if binning not in ("quantile", "uniform"):
         raise ValueError(f'`binning` must be "quantile" or "uniform", got {binning!r}.')
 
-    variable = _latent(layers[layer])
+    variable = latent(layers[layer])
     original = variable.numpy().copy()
     magnitude = np.abs(original).ravel()
     if binning == "quantile":
@@ -371,7 +368,7 @@ def fisher_correlation(
     for name, variable in layers.items():
         if variable.name not in fisher:
             raise ValueError(f"`fisher` has no entry {variable.name!r} for layer {name!r}.")
-        w = np.abs(_latent(variable).numpy()).ravel()
+        w = np.abs(latent(variable).numpy()).ravel()
         f = np.asarray(fisher[variable.name]).ravel()
         result[name] = correlation(w, f)
         pooled_w.append(w)
@@ -472,8 +469,7 @@ def quadratic_problem(
             default is the fixed point `(1.5, 0.5)`).
         init_scale: Standard deviation of the initial hidden weights (`d > 2`).
     """
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-        raise ValueError(f"`d` must be a positive int, got {d!r}.")
+    check_int(d, "d")
     rng = np.random.default_rng(seed)
     low, high = eigenvalues if eigenvalues is not None else ((0.0, 5.0) if d == 2 else (10.5, 29.5))
     if not 0 <= low < high:
@@ -518,8 +514,7 @@ def binary_quadratic_descent(
         `(trajectory, loss)`: hidden weights after each step, shape `(steps + 1, d)` (row 0
         is `theta_init`), and the loss of the binary weights `L(sign(theta_h))` at each row.
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"`steps` must be an int >= 0, got {steps!r}.")
+    check_int(steps, "steps", 0)
     if not eta > 0:
         raise ValueError(f"`eta` must be > 0, got {eta!r}.")
     if not m >= 0:

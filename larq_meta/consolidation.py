@@ -37,8 +37,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from larq_meta._checks import check_int
 from larq_meta.batchnorm import batchnorm_layers
-from larq_meta.optimizers import is_binarized
+from larq_meta.optimizers import is_binarized, latent
 from larq_meta.tasks import Data, Task, TaskSequence, make_dataset
 
 __all__ = [
@@ -52,12 +53,6 @@ __all__ = [
 
 #: Memory budget (bytes) of one chunk of per-sample gradients when `batch_size` is automatic.
 FISHER_CHUNK_BYTES = 256 * 2**20
-
-
-def _check_positive_int(value, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{argument}` must be a positive int, got {value!r}.")
-    return int(value)
 
 
 def _variable_key(variable: tf.Variable) -> str:
@@ -94,11 +89,6 @@ def consolidated_variables(
     if not chosen:
         raise ValueError("The model has no trainable non-BatchNorm weights to consolidate.")
     return chosen
-
-
-def _latent(variable: tf.Variable) -> tf.Variable:
-    """The variable holding the stored value (a larq QuantizedVariable's latent weight)."""
-    return getattr(variable, "latent_variable", variable)
 
 
 def _from_logits(model: tf.keras.Model, from_logits: bool | None) -> bool:
@@ -210,7 +200,7 @@ def empirical_fisher(
         A dict variable name (e.g. `"dense_1/kernel:0"`) -> Fisher array of the variable's
         shape (float32).
     """
-    _check_positive_int(num_samples, "num_samples")
+    check_int(num_samples, "num_samples")
     if isinstance(variables, str):
         variables = consolidated_variables(model, variables)
     variables = list(variables)
@@ -348,13 +338,13 @@ class EWC(tf.keras.callbacks.Callback):
             math.isfinite(lambda_) and lambda_ >= 0
         ):
             raise ValueError(f"`lambda_` must be a finite float >= 0, got {lambda_!r}.")
-        _check_positive_int(fisher_samples, "fisher_samples")
+        check_int(fisher_samples, "fisher_samples")
         if variables not in ("binarized", "all"):
             raise ValueError(f'`variables` must be "binarized" or "all", got {variables!r}.')
         if penalty_on not in ("hidden", "sign"):
             raise ValueError(f'`penalty_on` must be "hidden" or "sign", got {penalty_on!r}.')
         if fisher_batch_size is not None:
-            _check_positive_int(fisher_batch_size, "fisher_batch_size")
+            check_int(fisher_batch_size, "fisher_batch_size")
         self.lambda_ = float(lambda_)
         self.fisher_samples = int(fisher_samples)
         self.task_data = (
@@ -381,7 +371,7 @@ class EWC(tf.keras.callbacks.Callback):
 
     # -- the penalty -------------------------------------------------------------------------
     def _value(self, variable: tf.Variable) -> tf.Tensor:
-        value = tf.convert_to_tensor(_latent(variable))
+        value = tf.convert_to_tensor(latent(variable))
         if self.penalty_on == "sign" and is_binarized(variable):
             # sign with a straight-through gradient (identity), as the binarized forward pass
             return value + tf.stop_gradient(tf.where(value >= 0, 1.0, -1.0) - value)

@@ -30,7 +30,7 @@ from typing import Union
 
 import tensorflow as tf
 
-__all__ = ["MetaplasticAdam", "is_binarized", "is_kernel"]
+__all__ = ["MetaplasticAdam", "is_binarized", "is_kernel", "latent"]
 
 Schedule = tf.keras.optimizers.schedules.LearningRateSchedule
 MValue = Union[float, Schedule]
@@ -47,6 +47,12 @@ def is_binarized(variable: tf.Variable) -> bool:
 def is_kernel(variable: tf.Variable) -> bool:
     """True for a layer's kernel (binarized or float), e.g. to apply the rule to a float MLP."""
     return variable.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")
+
+
+def latent(variable: tf.Variable) -> tf.Variable:
+    """The variable that stores a weight's value: a larq `QuantizedVariable`'s latent
+    (hidden) variable, or the variable itself."""
+    return getattr(variable, "latent_variable", variable)
 
 
 _TARGETS: dict[str, Callable[[tf.Variable], bool]] = {

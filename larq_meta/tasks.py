@@ -27,6 +27,8 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
+from larq_meta._checks import check_int
+
 __all__ = [
     "SCENARIOS",
     "Task",
@@ -475,9 +477,8 @@ def stream_indices(num_samples: int, num_subsets: int, seed: int | None = 0) -> 
     # Returns
         A list of `num_subsets` integer arrays.
     """
-    for argument, value in (("num_samples", num_samples), ("num_subsets", num_subsets)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{argument}` must be a positive int, got {value!r}.")
+    check_int(num_samples, "num_samples")
+    check_int(num_subsets, "num_subsets")
     if num_subsets > num_samples:
         raise ValueError(f"Cannot cut {num_samples} samples into {num_subsets} non-empty subsets.")
     order = np.random.default_rng(seed).permutation(num_samples)

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_meta import metrics
+from larq_meta._checks import check_int
 from larq_meta.callbacks import TaskEvaluation
 from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset, steps_per_epoch
 
@@ -161,12 +162,6 @@ class _SequenceProgress(tf.keras.callbacks.Callback):
         self.task += 1
         if self.task == self.num_tasks:
             self.bar.close()
-
-
-def _check_int(value, argument: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{argument}` must be an int >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 class _EpochTimer(tf.keras.callbacks.Callback):
@@ -355,14 +350,14 @@ def train_sequence(
     sequence = as_sequence(tasks)
     num_tasks = len(sequence)
     if isinstance(epochs_per_task, Sequence):
-        epochs = [_check_int(e, "epochs_per_task", 1) for e in epochs_per_task]
+        epochs = [check_int(e, "epochs_per_task", 1) for e in epochs_per_task]
         if len(epochs) != num_tasks:
             raise ValueError(
                 f"`epochs_per_task` has {len(epochs)} entries for {num_tasks} tasks."
             )
     else:
-        epochs = [_check_int(epochs_per_task, "epochs_per_task", 1)] * num_tasks
-    batch_size = _check_int(batch_size, "batch_size", 1)
+        epochs = [check_int(epochs_per_task, "epochs_per_task", 1)] * num_tasks
+    batch_size = check_int(batch_size, "batch_size", 1)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 

@@ -76,6 +76,7 @@ except ImportError as error:  # pragma: no cover
         "(keras-tuner>=1.4.8,<1.5)."
     ) from error
 
+from larq_meta._checks import check_int
 from larq_meta.batchnorm import BN_PROTOCOLS
 from larq_meta.tasks import Task, TaskSequence, as_sequence
 from larq_meta.training import train_sequence
@@ -168,12 +169,6 @@ def _check_step(step, argument: str, span: tuple[float, float], log: bool) -> fl
     if not log and not 0 < step <= high - low:
         raise ValueError(f"`{argument}` must be in (0, {high - low:g}], got {step!r}.")
     return step
-
-
-def _check_int(value, argument: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{argument}` must be an int >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _metric_name(name: str, argument: str = "objective") -> str:
@@ -461,14 +456,14 @@ class MetaplasticTuner(keras_tuner.Tuner):
             raise ValueError("`tasks` is required: the task sequence each trial trains on.")
         self.tasks = as_sequence(tasks)
         if max_trials is not None:
-            max_trials = _check_int(max_trials, "max_trials", 1)
+            max_trials = check_int(max_trials, "max_trials", 1)
         self.m_range = _check_range(m_range, "m_range")
         self.learning_rate_range = (
             None if learning_rate_range is None
             else _check_range(learning_rate_range, "learning_rate_range", positive=True)
         )
-        self.seed = _check_int(seed, "seed", 0)
-        executions_per_trial = _check_int(executions_per_trial, "executions_per_trial", 1)
+        self.seed = check_int(seed, "seed", 0)
+        executions_per_trial = check_int(executions_per_trial, "executions_per_trial", 1)
         objective_, self.objective_weights = make_objective(objective)
 
         if isinstance(oracle, keras_tuner.Oracle):
@@ -583,17 +578,17 @@ class MetaplasticTuner(keras_tuner.Tuner):
             )
         settings = dict(kwargs)
         if isinstance(epochs_per_task, Sequence) and not isinstance(epochs_per_task, str):
-            epochs = [_check_int(e, "epochs_per_task", 1) for e in epochs_per_task]
+            epochs = [check_int(e, "epochs_per_task", 1) for e in epochs_per_task]
             if len(epochs) != len(self.tasks):
                 raise ValueError(
                     f"`epochs_per_task` has {len(epochs)} entries for {len(self.tasks)} tasks."
                 )
             settings["epochs_per_task"] = epochs
         else:
-            settings["epochs_per_task"] = _check_int(epochs_per_task, "epochs_per_task", 1)
+            settings["epochs_per_task"] = check_int(epochs_per_task, "epochs_per_task", 1)
         for name, minimum in (("batch_size", 1), ("eval_batch_size", 1), ("shuffle_seed", 0)):
             if name in settings:
-                settings[name] = _check_int(settings[name], name, minimum)
+                settings[name] = check_int(settings[name], name, minimum)
         settings.setdefault("shuffle_seed", self.seed)
         if settings.get("bn_protocol", "per_task") not in BN_PROTOCOLS:
             raise ValueError(

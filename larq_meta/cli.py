@@ -109,24 +109,21 @@ def _method_callbacks(method: str, args, tasks) -> list:
     ]
 
 
-class _HiddenWeightsAfterEachTask:
-    """Keras callback factory: records the binarized layers' hidden weights when a task ends."""
+def _hidden_weight_recorder():
+    """A Keras callback that keeps the binarized layers' hidden weights when each task ends."""
+    import tensorflow as tf
 
-    @staticmethod
-    def make():
-        import tensorflow as tf
+    from larq_meta.analysis import hidden_weights
 
-        from larq_meta.analysis import hidden_weights
+    class HiddenWeightRecorder(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.snapshots = []
 
-        class Recorder(tf.keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.snapshots = []
+        def on_train_end(self, logs=None):
+            self.snapshots.append(hidden_weights(self.model))
 
-            def on_train_end(self, logs=None):
-                self.snapshots.append(hidden_weights(self.model))
-
-        return Recorder()
+    return HiddenWeightRecorder()
 
 
 def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = True) -> dict:
@@ -155,7 +152,7 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
         callbacks = _method_callbacks(args.method, args, tasks)
         recorder = None
         if args.method != "float":
-            recorder = _HiddenWeightsAfterEachTask.make()
+            recorder = _hidden_weight_recorder()
             callbacks.append(recorder)
         callbacks.append(
             tf.keras.callbacks.CSVLogger(os.path.join(directory, "epochs.csv"), append=True)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from larq_meta._checks import check_int
 from larq_meta.batchnorm import check_bn_protocol, snapshot_batchnorm, using_batchnorm
 from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset
 
@@ -61,6 +62,10 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         log_prefix: Prefix of the `logs` keys, so that several evaluations (e.g. one per
             BatchNorm protocol) can run side by side: `log_prefix="shared/"` writes
             `shared/acc_task_1`, ...
+        evaluate_every: Evaluate every `evaluate_every` epochs and always at a task's last
+            epoch (long runs: testing all tasks after every epoch can cost as much as
+            training). Epochs not evaluated log NaN, so `History` and `CSVLogger` keep one
+            row per epoch.
         verbose: Print the per-task accuracies after each epoch.
 
     # Attributes
@@ -77,14 +82,14 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         bn_protocol: str = "per_task",
         batch_size: int = 1000,
         log_prefix: str = "",
+        evaluate_every: int = 1,
         verbose: bool = False,
     ):
         super().__init__()
         self.tasks = as_sequence(tasks)
         self.bn_protocol = check_bn_protocol(bn_protocol)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-        self.batch_size = batch_size
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.evaluate_every = check_int(evaluate_every, "evaluate_every", 1)
         self.log_prefix = log_prefix
         self.verbose = verbose
         num_tasks = len(self.tasks)
@@ -129,6 +134,12 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         self._last_accuracies = None
 
     def on_epoch_end(self, epoch, logs=None):
+        last = self.params is not None and epoch + 1 == self.params.get("epochs")
+        if not last and (epoch + 1) % self.evaluate_every:
+            self._last_accuracies = None
+            if logs is not None:
+                logs.update(self.accuracy_logs([float("nan")] * len(self.tasks)))
+            return
         accuracies = self.evaluate()
         self._last_accuracies = accuracies
         self.history.append(

@@ -169,6 +169,7 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
             shuffle_seed=args.seed,
             checkpoint_dir=os.path.join(directory, "checkpoint") if args.checkpoint else None,
             deterministic=args.deterministic,
+            evaluate_every=getattr(args, "evaluate_every", None) or 1,
             callbacks=callbacks,
         )
         result.config["seconds"] = time.perf_counter() - start
@@ -236,6 +237,9 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1, help="seed of data order, init, permutations (1)")
     run.add_argument("--deterministic", action="store_true",
                      help="enable TensorFlow op determinism (identical reruns)")
+    run.add_argument("--evaluate-every", type=_positive_int,
+                     help="test every task every n epochs and at each task's end (1; stream "
+                          "--paper: 20, once per subset)")
     run.add_argument("--checkpoint", action="store_true",
                      help="checkpoint every epoch and resume an interrupted run")
     run.add_argument("--save-model", action="store_true", help="save each trained model (.keras)")
@@ -320,7 +324,8 @@ def stream(args: argparse.Namespace) -> int:
     _defaults(
         args,
         quick={"width": 256, "epochs": 2, "m": [0.0, 2.5], "subsets": 6},
-        paper={"width": 1024, "epochs": 20, "m": [0.0, 2.5], "subsets": 60, "weight_decay": 1e-7},
+        paper={"width": 1024, "epochs": 20, "m": [0.0, 2.5], "subsets": 60, "weight_decay": 1e-7,
+               "evaluate_every": 20},
     )
     args.num_classes = 10
     tasks = stream_fashion_mnist(num_subsets=args.subsets, seed=args.seed)

@@ -58,13 +58,17 @@ def plot_task_accuracies(results, path: str, title: str | None = None) -> str:
     )
     for ax, (label, result) in zip(axes[0], results.items()):
         accuracies = np.array([record["accuracies"] for record in result.history]) * 100
-        epochs = np.arange(1, len(accuracies) + 1)
+        # Position along the whole sequence; a task's last epoch is always evaluated, so it
+        # gives the task's length even when only every n-th epoch was evaluated.
+        lengths = [
+            1 + max((r["epoch"] for r in result.history if r["task"] == k), default=-1)
+            for k in range(len(result.task_names))
+        ]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        epochs = np.array([offsets[r["task"]] + r["epoch"] + 1 for r in result.history])
         for j, name in enumerate(result.task_names):
             ax.plot(epochs, accuracies[:, j], marker=".", label=name)
-        boundaries = np.cumsum(
-            [sum(1 for r in result.history if r["task"] == k) for k in range(len(result.task_names))]
-        )[:-1]
-        for b in boundaries:
+        for b in offsets[1:-1]:
             ax.axvline(b + 0.5, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("epoch (task boundaries dashed)")
         ax.set_title(f"{label}  (BN: {result.bn_protocol})" if label else f"BN: {result.bn_protocol}")

@@ -145,6 +145,7 @@ class _SequenceProgress(tf.keras.callbacks.Callback):
         )
         self.num_tasks = num_tasks
         self.task = first_task
+        self.seen = None
 
     def on_train_begin(self, logs=None):
         self.bar.set_description(f"task {self.task + 1}/{self.num_tasks}")
@@ -152,9 +153,11 @@ class _SequenceProgress(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         seen = logs.get("acc_mean_seen")
+        if seen is not None and not np.isnan(seen):  # NaN: an epoch not evaluated
+            self.seen = seen
         postfix = {"loss": f"{logs.get('loss', float('nan')):.3f}"}
-        if seen is not None:
-            postfix["mean_seen"] = f"{seen:.3f}"
+        if self.seen is not None:
+            postfix["mean_seen"] = f"{self.seen:.3f}"
         self.bar.set_postfix(postfix)
         self.bar.update(1)
 
@@ -306,6 +309,7 @@ def train_sequence(
     bn_protocol: str = "per_task",
     reset_optimizer_per_task: bool = True,
     eval_batch_size: int = 1000,
+    evaluate_every: int = 1,
     shuffle_seed: int | None = None,
     checkpoint_dir: str | None = None,
     deterministic: bool = False,
@@ -326,6 +330,8 @@ def train_sequence(
             reference does by building a fresh Adam per task (use False for streams, where
             the optimizer gets no task-boundary signal).
         eval_batch_size: Test batch size (the reference: 1000).
+        evaluate_every: Test every task every `evaluate_every` epochs and at each task's
+            end (see `TaskEvaluation`); 1 gives the paper's per-epoch curves.
         shuffle_seed: Seed of the per-epoch shuffling; each epoch's order depends only on
             (seed, task, epoch). None draws one seed (recorded in the result's config).
         checkpoint_dir: Save the run after every epoch (model, optimizer slots, BatchNorm
@@ -370,13 +376,16 @@ def train_sequence(
         "epochs_per_task": epochs,
         "batch_size": batch_size,
         "eval_batch_size": eval_batch_size,
+        "evaluate_every": evaluate_every,
         "bn_protocol": bn_protocol,
         "reset_optimizer_per_task": reset_optimizer_per_task,
         "shuffle_seed": shuffle_seed,
         "optimizer": tf.keras.optimizers.serialize(optimizer),
         "model": model.name,
     }
-    evaluation = TaskEvaluation(sequence, bn_protocol=bn_protocol, batch_size=eval_batch_size)
+    evaluation = TaskEvaluation(
+        sequence, bn_protocol=bn_protocol, batch_size=eval_batch_size, evaluate_every=evaluate_every
+    )
     checkpoint = None
     if checkpoint_dir is not None:
         fingerprint = json.loads(json.dumps(config, default=_json_default))

@@ -51,9 +51,12 @@ def test_sequence_commands(tmp_path, argv):
 
 
 def test_stream_keeps_the_optimizer_and_shares_bn(tmp_path):
-    run(["stream", "--subsets", "3", "--width", "16", "--epochs", "1", "--m", "2.5", "--no-jit",
-         "--output", str(tmp_path)])
+    run(["stream", "--subsets", "3", "--width", "16", "--epochs", "3", "--m", "2.5", "--no-jit",
+         "--evaluate-every", "2", "--output", str(tmp_path)])
     (label, result), = summary(tmp_path).items()
+    assert result["config"]["evaluate_every"] == 2
+    history = json.load(open(tmp_path / "bnn_m2.5" / "results.json"))["history"]
+    assert [record["epoch"] for record in history] == [1, 2] * 3  # every 2nd and each subset's last
     assert result["config"]["reset_optimizer_per_task"] is False
     assert result["config"]["bn_protocol"] == "shared"
     assert len(result["final_accuracies"]) == 3

@@ -142,6 +142,7 @@ def test_result_save_and_table(tmp_path):
         ({"epochs_per_task": [1]}, "epochs_per_task"),
         ({"batch_size": 0}, "batch_size"),
         ({"bn_protocol": "magic"}, "bn_protocol"),
+        ({"evaluate_every": 0}, "evaluate_every"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -177,3 +178,27 @@ def test_finished_checkpointed_run_without_seed_reloads(tmp_path):
                            checkpoint_dir=str(tmp_path))
     np.testing.assert_array_equal(again.accuracy_matrix, first.accuracy_matrix)
     assert again.config["shuffle_seed"] == first.config["shuffle_seed"]
+
+
+def test_evaluate_every_n_epochs_keeps_rows_and_the_matrix(tmp_path):
+    tasks = synthetic_tasks()
+    log = tmp_path / "log.csv"
+    every = train_sequence(
+        small_model(), tasks, epochs_per_task=[3, 4], batch_size=32, progress=False,
+        shuffle_seed=3, evaluate_every=2,
+        callbacks=[tf.keras.callbacks.CSVLogger(str(log), append=True)],
+    )
+    full = train_sequence(
+        small_model(), tasks, epochs_per_task=[3, 4], batch_size=32, progress=False,
+        shuffle_seed=3,
+    )
+    # evaluated: epochs 2 and 3 (the task's last) of task 1, epochs 2 and 4 of task 2
+    assert [(r["task"], r["epoch"]) for r in every.history] == [(0, 1), (0, 2), (1, 1), (1, 3)]
+    assert np.isnan(every.fit_history[0]["acc_task_1"][0])
+    assert not np.isnan(every.fit_history[1]["acc_task_1"][-1])
+    rows = list(csv.DictReader(open(log)))
+    assert len(rows) == 7 and "acc_task_2" in rows[0]  # one row per epoch, columns from epoch 1
+    # evaluation does not touch training: same matrix as evaluating every epoch
+    np.testing.assert_allclose(every.accuracy_matrix, full.accuracy_matrix)
+    path = larq_meta.plots.plot_task_accuracies(every, str(tmp_path / "acc.png"))
+    assert (tmp_path / "acc.png").stat().st_size > 0 and path.endswith("acc.png")

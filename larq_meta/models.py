@@ -17,7 +17,9 @@ from collections.abc import Iterator, Sequence
 import larq as lq
 import tensorflow as tf
 
-__all__ = ["paper_mlp", "float_mlp", "binary_convnet", "batch_norm", "BF16QuantDense"]
+__all__ = [
+    "paper_mlp", "float_mlp", "binary_convnet", "paper_convnet", "batch_norm", "BF16QuantDense"
+]
 
 #: PyTorch's BatchNorm defaults (momentum 0.1 on the new value, eps 1e-5) in Keras' terms.
 BN_MOMENTUM = 0.9
@@ -350,3 +352,94 @@ def _binary_convnet(widths, num_classes, input_shape, init_width, name) -> tf.ke
     )(x)
     x = batch_norm(name=f"bn_{len(widths) + 1}")(x)
     return tf.keras.Model(inputs, x, name=name)
+
+
+def paper_convnet(
+    channels: Sequence[int] = (128, 128, 256, 256, 512, 512),
+    dense_units: Sequence[int] = (2048, 2048),
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (32, 32, 3),
+    dropout: float = 0.5,
+    init_width: float = 0.1,
+    name: str = "paper_convnet",
+) -> tf.keras.Model:
+    """The binarized VGG-style convnet of the paper's CIFAR-10 stream experiment (Fig. 4b).
+
+    Layer by layer, as the reference implementation (`ConvBNN` in its stream CIFAR-10
+    `model_utils.py`), with six 3x3 convolutions and a three-layer classifier:
+
+    - conv `channels[0]` (real-valued input, sign kernel) -> BN, then for `channels[1:]`:
+      binary conv (sign input, sign kernel) [-> 2x2 max-pool after the 2nd, 4th and 6th]
+      -> BN; the 6th convolution has no padding ("valid"), the others keep the size;
+    - flatten -> for each of `dense_units`: binary dense -> BN -> dropout; binary dense
+      `num_classes` -> BN (logits).
+
+    No biases, kernels unclipped (`SteSign(clip_value=None)`), sign activations with the
+    straight-through gradient masked at |x| > 1 (the reference's hardtanh), PyTorch's
+    BatchNorm defaults. One deliberate difference: binary convolutions pad with +1
+    (`pad_values=1.0`), which Larq Compute Engine computes exactly in `LceBconv2d`, where
+    the reference pads the sign map with 0. Every layer after the first is binary, so with
+    `larq_meta.export.to_lce` every one becomes an LCE binary operator.
+
+    !!! example
+        ```python
+        model = larq_meta.models.paper_convnet()                 # CIFAR-10 shape, as the paper
+        small = larq_meta.models.paper_convnet(                  # MNIST-sized, 4x narrower
+            channels=(32, 32, 64, 64, 128, 128), dense_units=(512, 512), input_shape=(28, 28, 1))
+        ```
+
+    # Arguments
+        channels: Six convolution widths.
+        dense_units: Hidden widths of the classifier.
+        num_classes: Number of output units.
+        input_shape: Shape of one image, channels last (at least 16x16 for the three pools
+            and the valid convolution).
+        dropout: Dropout rate after each hidden dense layer (the reference: 0.5), in [0, 1).
+        init_width: Width of the uniform kernel initialisation interval.
+        name: Model name.
+
+    # References
+        - Laborieux et al., Synaptic metaplasticity in binarized neural networks, Nat.
+          Commun. 12, 2549 (2021), Fig. 4b.
+    """
+    widths = _check_units(channels, "channels")
+    if len(widths) != 6:
+        raise ValueError(f"`channels` must give 6 convolution widths, got {len(widths)}.")
+    units = _check_units(dense_units, "dense_units")
+    _check_positive_int(num_classes, "num_classes")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+    shape = tuple(input_shape)
+    if len(shape) != 3 or min(shape[:2]) < 16:
+        raise ValueError(f"`input_shape` must be (height, width, channels) with height and width "
+                         f">= 16, got {input_shape!r}.")
+    _uniform(init_width)  # checks init_width
+
+    def binary() -> dict:  # a fresh initializer per layer: one instance repeats its values
+        return {
+            "use_bias": False,
+            "kernel_quantizer": lq.quantizers.SteSign(clip_value=None),
+            "kernel_initializer": _uniform(init_width),
+        }
+
+    with unclipped_kernels_by_design():
+        inputs = tf.keras.Input(shape=shape, name="input")
+        x = inputs
+        for i, width in enumerate(widths, start=1):
+            first, last = i == 1, i == len(widths)
+            x = lq.layers.QuantConv2D(
+                width, 3, padding="valid" if last else "same", pad_values=0.0 if first else 1.0,
+                input_quantizer=None if first else "ste_sign", name=f"conv_{i}", **binary(),
+            )(x)
+            if i % 2 == 0:
+                x = tf.keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)
+            x = batch_norm(name=f"bn_{i}")(x)
+        x = tf.keras.layers.Flatten(name="flatten")(x)
+        for k, width in enumerate((*units, num_classes), start=len(widths) + 1):
+            x = lq.layers.QuantDense(
+                width, input_quantizer="ste_sign", name=f"dense_{k}", **binary()
+            )(x)
+            x = batch_norm(name=f"bn_{k}")(x)
+            if k < len(widths) + len(units) + 1 and dropout:
+                x = tf.keras.layers.Dropout(dropout, name=f"dropout_{k}")(x)
+        return tf.keras.Model(inputs, x, name=name)

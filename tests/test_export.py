@@ -105,6 +105,8 @@ def nested_model():
         (lambda: randomize_batchnorm(sequential_with_bias()), 2),
         (nested_model, 2),
         (lambda: randomize_batchnorm(models.binary_convnet((4, 8), input_shape=(12, 12, 1))), 1),
+        (lambda: randomize_batchnorm(models.paper_convnet(
+            (4, 4, 8, 8, 8, 8), (16, 12), input_shape=(16, 16, 1))), 3),
     ],
 )
 def test_rewrite_is_exact(build, rewritten):
@@ -252,6 +254,18 @@ def test_convnet_export_and_no_rewrite(tmp_path):
     assert "rewrite disabled" in plain.float_layers["dense_3"]
     assert any("dense_3" in note for note in plain.notes)
     assert plain.size_bytes > report.size_bytes
+
+
+def test_paper_convnet_every_layer_after_the_first_is_binary(tmp_path):
+    model = randomize_batchnorm(
+        models.paper_convnet((8, 8, 16, 16, 32, 32), (64, 64), input_shape=(16, 16, 1))
+    )
+    report = to_lce(model, tmp_path / "paper_conv.tflite", parity_samples=64, report=False)
+    assert report.op_counts["LceBconv2d"] == 8 == len(report.binarized_layers)
+    assert report.all_binarized_layers_binary
+    assert report.op_counts["CONV_2D"] == 1 and "FULLY_CONNECTED" not in report.op_counts
+    assert report.parity.argmax_agreement == 1.0 and report.parity.max_abs_diff <= 1e-3
+    assert report.size_ratio > 5  # tiny widths: the fixed flatbuffer structure weighs in
 
 
 def test_compaction_leaves_real_float_weights_alone():

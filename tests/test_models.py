@@ -52,12 +52,13 @@ def test_forward_pass_uses_signs_of_hidden_weights():
         lambda: larq_meta.models.paper_mlp((16, 16)),
         lambda: larq_meta.models.float_mlp((16,)),
         lambda: larq_meta.models.binary_convnet((4, 8)),
+        lambda: larq_meta.models.paper_convnet((4, 4, 8, 8, 8, 8), (16, 16), input_shape=(16, 16, 1)),
     ],
-    ids=["paper_mlp", "float_mlp", "binary_convnet"],
+    ids=["paper_mlp", "float_mlp", "binary_convnet", "paper_convnet"],
 )
 def test_models_serialize_and_save(build, tmp_path):
     model = build()
-    if model.name != "binary_convnet":
+    if "convnet" not in model.name:
         # larq pads binary convolutions (pad_values=1) before building them, so a rebuilt
         # convnet records a padded build shape; its weights and outputs are checked below.
         assert_config_round_trip(model)
@@ -77,6 +78,45 @@ def test_binary_convnet_has_binary_convolutions():
     convs = [l for l in model.layers if isinstance(l, lq.layers.QuantConv2D)]
     assert len(convs) == 3 and convs[0].input_quantizer is None
     assert all(c.input_quantizer is not None and c.pad_values == 1.0 for c in convs[1:])
+
+
+def test_paper_convnet_is_the_reference_layout():
+    model = larq_meta.models.paper_convnet(input_shape=(32, 32, 3))
+    convs = [l for l in model.layers if isinstance(l, lq.layers.QuantConv2D)]
+    dense = [l for l in model.layers if isinstance(l, lq.layers.QuantDense)]
+    assert [c.filters for c in convs] == [128, 128, 256, 256, 512, 512]
+    assert [d.units for d in dense] == [2048, 2048, 10]
+    assert convs[0].input_quantizer is None and convs[0].kernel_size == (3, 3)
+    assert all(l.input_quantizer is not None for l in convs[1:] + dense)
+    assert [c.padding for c in convs] == ["same"] * 5 + ["valid"]
+    assert all(not l.use_bias and l.kernel_quantizer.clip_value is None for l in convs + dense)
+    pools = [l.name for l in model.layers if isinstance(l, tf.keras.layers.MaxPooling2D)]
+    assert pools == ["pool_2", "pool_4", "pool_6"]
+    # the reference's flatten size: 512 channels x 3 x 3 for a 32x32 image
+    assert model.get_layer("flatten").output_shape == (None, 512 * 9)
+    drops = [l.rate for l in model.layers if isinstance(l, tf.keras.layers.Dropout)]
+    assert drops == [0.5, 0.5]
+    assert model.output_shape == (None, 10)
+    # distinct initial kernels (one shared initializer instance would repeat its values)
+    a, b = (model.get_layer(n).kernel.latent_variable.numpy() for n in ("dense_7", "dense_8"))
+    assert not np.array_equal(a[:, :100], b[:, :100])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"channels": (8,) * 5}, "6 convolution widths"),
+        ({"channels": (8, 8, 8, 8, 8, 0)}, "channels"),
+        ({"dense_units": ()}, "dense_units"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"input_shape": (12, 12, 1)}, "input_shape"),
+        ({"input_shape": (28, 28)}, "input_shape"),
+        ({"init_width": -1}, "init_width"),
+    ],
+)
+def test_bad_paper_convnet_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        larq_meta.models.paper_convnet(**kwargs)
 
 
 @pytest.mark.parametrize(

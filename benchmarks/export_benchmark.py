@@ -161,6 +161,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small widths and samples (smoke run)")
     parser.add_argument("--output", default=RESULTS)
+    parser.add_argument("--only", nargs="+", metavar="NETWORK",
+                        help="rerun these networks and update their entries in --output")
     args = parser.parse_args(argv)
     quick = args.quick
     started = time.perf_counter()
@@ -179,6 +181,12 @@ def main(argv=None):
         ("paper_convnet", paper_convnet, 2000),
     ]
     size_targets = {"binary_convnet": 20, "paper_convnet": 20}
+    names = [name for name, _, _ in configs]
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        parser.error(f"--only: unknown network(s) {unknown}; choose from {names}")
+    if args.only:
+        configs = [c for c in configs if c[0] in args.only]
     results = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         for name, build, n_train in configs:
@@ -192,6 +200,8 @@ def main(argv=None):
                 name, model, x_eval, y_test, n_parity, 20 if quick else 100, tmpdir
             )
             entry["training"] = fit
+            entry["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            entry["load_average_after"] = os.getloadavg()
             if name == "paper_mlp_512":
                 entry["bn_placement"] = bn_placement(model, x_eval[:100])
                 plain = to_lce(
@@ -214,7 +224,7 @@ def main(argv=None):
     # File size only (sizes do not depend on the weight values, so no training) for wider
     # convnets: the fixed flatbuffer structure weighs less as the network grows.
     scaling = {}
-    for filters in ((16, 32), (32, 64), (64, 128), (128, 256)):
+    for filters in ((16, 32), (32, 64), (64, 128), (128, 256)) if "binary_convnet" in results else ():
         r = to_lce(
             models.binary_convnet(filters), None, parity=False, conversion="graphdef", report=False
         )
@@ -225,10 +235,18 @@ def main(argv=None):
             "op_counts": r.op_counts,
         }
         print(f"binary_convnet{filters}: {r.size_bytes} B, float {r.float_tflite_size_bytes} B")
-    results["binary_convnet"]["size_by_filters"] = scaling
+    if scaling:
+        results["binary_convnet"]["size_by_filters"] = scaling
+    if args.only and os.path.exists(args.output):  # update the other networks' entries in place
+        with open(args.output) as f:
+            previous = json.load(f)
+        for entry in previous["results"].values():
+            entry.setdefault("measured", previous["date"])
+        results = {**previous["results"], **results}
 
     document = {
-        "command": COMMAND + (" --quick" if quick else ""),
+        "command": COMMAND + (" --quick" if quick else "")
+        + (f" (then --only {' '.join(args.only)})" if args.only else ""),
         "date": subprocess.run(["date"], capture_output=True, text=True).stdout.strip(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
         "platform": platform.platform(),

@@ -109,6 +109,10 @@ class ParityError(ExportError):
 # --------------------------------------------------------------------------------------------
 
 
+#: The logit difference `ParityResult.samples_over_tolerance` counts against.
+PARITY_TOLERANCE = 1e-3
+
+
 @dataclasses.dataclass
 class ParityResult:
     """LCE flatbuffer vs Keras (inference mode) on `samples` inputs."""
@@ -118,6 +122,10 @@ class ParityResult:
     data: str
     argmax_agreement: float
     max_abs_diff: float
+    #: Samples whose largest |logit difference| exceeds `PARITY_TOLERANCE` (in a large binary
+    #: network one activation that float rounding puts on the other side of its sign
+    #: threshold shifts a sample's logits; this counts how often that happens).
+    samples_over_tolerance: int = 0
     #: Only with labels.
     keras_accuracy: Optional[float] = None
     lce_accuracy: Optional[float] = None
@@ -217,7 +225,8 @@ class ExportReport:
         if p is not None:
             line = (
                 f"{p.samples} {p.data} samples: argmax agreement {100 * p.argmax_agreement:.2f}%, "
-                f"max |diff| {p.max_abs_diff:.3g}"
+                f"max |diff| {p.max_abs_diff:.3g} ({p.samples_over_tolerance} sample(s) "
+                f"> {PARITY_TOLERANCE:g})"
             )
             if p.keras_accuracy is not None:
                 line += (
@@ -1321,6 +1330,8 @@ def to_lce(
             data=data_source,
             argmax_agreement=float(np.mean(lce_out.argmax(1) == keras_out.argmax(1))),
             max_abs_diff=float(diff.max()) if diff.size else 0.0,
+            samples_over_tolerance=int(np.sum(diff.reshape(len(x), -1).max(axis=1) > PARITY_TOLERANCE))
+            if diff.size else 0,
         )
         if y is not None:
             parity_result.keras_accuracy = float(np.mean(keras_out.argmax(1) == y))

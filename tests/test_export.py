@@ -210,6 +210,7 @@ def test_mlp_export_is_binary_and_matches_keras(mlp_export):
     p = report.parity
     assert p.samples == 300 and p.data == "given"
     assert p.argmax_agreement == 1.0 and p.max_abs_diff <= 1e-3
+    assert p.samples_over_tolerance == 0
     assert p.keras_accuracy == 1.0 and p.lce_accuracy == 1.0  # labels are task 1's own predictions
     assert p.rewrite_identical and p.rewrite_max_abs_diff == 0.0
     # int8 storage of dense_1's ±a weights: one DEQUANTIZE, identical outputs.
@@ -266,6 +267,24 @@ def test_paper_convnet_every_layer_after_the_first_is_binary(tmp_path):
     assert report.op_counts["CONV_2D"] == 1 and "FULLY_CONNECTED" not in report.op_counts
     assert report.parity.argmax_agreement == 1.0 and report.parity.max_abs_diff <= 1e-3
     assert report.size_ratio > 5  # tiny widths: the fixed flatbuffer structure weighs in
+
+
+def test_parity_counts_samples_over_the_tolerance(monkeypatch):
+    import larq_meta.export as export
+
+    run_lce = export._run_lce
+
+    def shifted(flatbuffer, x):  # as if 3 samples had one activation flipped
+        out = run_lce(flatbuffer, x)
+        out[:3, 0] += 0.01
+        return out
+
+    monkeypatch.setattr(export, "_run_lce", shifted)
+    model = randomize_batchnorm(models.paper_mlp((8, 8), input_shape=(10,)))
+    report = to_lce(model, None, parity_samples=20, **FAST)
+    assert report.parity.samples_over_tolerance == 3
+    assert 0.01 - 1e-4 < report.parity.max_abs_diff < 0.01 + 1e-4
+    assert "3 sample(s) > 0.001" in str(report)
 
 
 def test_compaction_leaves_real_float_weights_alone():

@@ -50,7 +50,7 @@ def test_sequence_commands(tmp_path, argv):
         assert os.path.exists(tmp_path / name)
 
 
-def test_stream_keeps_the_optimizer_and_shares_bn(tmp_path):
+def test_stream_keeps_the_optimizer_and_shares_bn(tmp_path, capsys):
     run(["stream", "--subsets", "3", "--width", "16", "--epochs", "3", "--m", "2.5", "--no-jit",
          "--evaluate-every", "2", "--output", str(tmp_path)])
     (label, result), = summary(tmp_path).items()
@@ -60,6 +60,7 @@ def test_stream_keeps_the_optimizer_and_shares_bn(tmp_path):
     assert result["config"]["reset_optimizer_per_task"] is False
     assert result["config"]["bn_protocol"] == "shared"
     assert len(result["final_accuracies"]) == 3
+    assert "test accuracy (one test set, 3 subsets)" in capsys.readouterr().out
 
 
 def test_toy_and_analyze(tmp_path):

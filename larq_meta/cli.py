@@ -231,9 +231,10 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
     group.add_argument("--width", type=_positive_int, help="hidden width")
     group.add_argument("--epochs", type=_positive_int, help="epochs per task")
     group.add_argument("--lr", type=_positive_float, default=0.005, help="learning rate (0.005)")
-    group.add_argument("--epsilon", type=_positive_float, default=1e-7, help="Adam epsilon (1e-7)")
-    group.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
-                       help="coupled L2 (the paper's runs: 1e-7) (0)")
+    group.add_argument("--epsilon", type=_positive_float,
+                       help="Adam epsilon (1e-7; --paper: 1e-8, the reference's)")
+    group.add_argument("--weight-decay", type=_non_negative_float,
+                       help="coupled L2 (0; --paper: 1e-7, the reference's)")
     group.add_argument("--batch-size", type=_positive_int, default=100, help="batch size (100)")
     group.add_argument("--bn-protocol", choices=("per_task", "batch_stats", "shared"),
                        default="per_task", help="BatchNorm evaluation protocol (per_task)")
@@ -258,9 +259,15 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
     return parser
 
 
+#: Optimizer settings every experiment shares: Keras' defaults, or the reference code's.
+QUICK_OPTIMIZER = {"epsilon": 1e-7, "weight_decay": 0.0}
+PAPER_OPTIMIZER = {"epsilon": 1e-8, "weight_decay": 1e-7}
+
+
 def _defaults(args, quick: dict, paper: dict) -> argparse.Namespace:
-    """Fill options left unset from the quick (CPU-friendly) or the paper's settings."""
-    for key, value in (paper if args.paper else quick).items():
+    """Fill options left unset (None) from the quick (CPU-friendly) or the paper's settings."""
+    settings = {**PAPER_OPTIMIZER, **paper} if args.paper else {**QUICK_OPTIMIZER, **quick}
+    for key, value in settings.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     return args
@@ -289,7 +296,7 @@ def permuted(args: argparse.Namespace) -> int:
     _defaults(
         args,
         quick={"tasks": 3, "width": 256, "epochs": 10, "m": [0.0, 1.35]},
-        paper={"tasks": 6, "width": 4096, "epochs": 40, "m": [0.0, 1.35], "weight_decay": 1e-7},
+        paper={"tasks": 6, "width": 4096, "epochs": 40, "m": [0.0, 1.35]},
     )
     args.num_classes = 10
     tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed, train_size=args.train_size)
@@ -304,7 +311,7 @@ def mnist_fashion(args: argparse.Namespace) -> int:
     _defaults(
         args,
         quick={"width": 256, "epochs": 10, "m": [0.0, 1.5]},
-        paper={"width": 4096, "epochs": 50, "m": [0.0, 1.5], "weight_decay": 1e-7},
+        paper={"width": 4096, "epochs": 50, "m": [0.0, 1.5]},
     )
     args.num_classes = 10
     tasks = sequence(order=args.order, train_size=args.train_size)
@@ -319,7 +326,7 @@ def split(args: argparse.Namespace) -> int:
     _defaults(
         args,
         quick={"width": 256, "epochs": 2, "m": [0.0, 1.35]},
-        paper={"width": 1024, "epochs": 20, "m": [0.0, 1.35], "weight_decay": 1e-7},
+        paper={"width": 1024, "epochs": 20, "m": [0.0, 1.35]},
     )
     args.num_classes = 10
     tasks = split_mnist(scenario=args.scenario, train_size=args.train_size)
@@ -334,7 +341,7 @@ def stream(args: argparse.Namespace) -> int:
     _defaults(
         args,
         quick={"width": 256, "epochs": 2, "m": [0.0, 2.5], "subsets": 6},
-        paper={"width": 1024, "epochs": 20, "m": [0.0, 2.5], "subsets": 60, "weight_decay": 1e-7,
+        paper={"width": 1024, "epochs": 20, "m": [0.0, 2.5], "subsets": 60,
                "evaluate_every": 20},
     )
     args.num_classes = 10

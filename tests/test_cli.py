@@ -101,3 +101,23 @@ def test_example_scripts_forward_to_the_cli():
             assert done.returncode == 0 and "usage: larq-meta demo" in done.stdout
         text = open(os.path.join(EXAMPLES, script)).read()
         assert "from larq_meta.cli import main" in text
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["permuted-mnist", "--paper"], {"epsilon": 1e-8, "weight_decay": 1e-7, "width": 4096,
+                                         "epochs": 40, "tasks": 6}),
+        (["permuted-mnist", "--paper", "--weight-decay", "0"], {"weight_decay": 0.0, "epsilon": 1e-8}),
+        (["permuted-mnist"], {"epsilon": 1e-7, "weight_decay": 0.0, "width": 256}),
+        (["stream", "--paper"], {"weight_decay": 1e-7, "subsets": 60, "evaluate_every": 20}),
+    ],
+)
+def test_paper_flag_fills_the_reference_settings(monkeypatch, argv, expected):
+    import larq_meta.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "run_experiment", lambda tasks, args, **kw: seen.update(vars(args)))
+    run(argv + ["--train-size", "100"] * (argv[0] != "stream"))
+    for key, value in expected.items():
+        assert seen[key] == value, key

@@ -981,14 +981,23 @@ def _tflite_interpreter(flatbuffer: bytes, num_threads: int = 1, xnnpack: bool =
         )
 
 
-def _run_tflite(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
+def _run_tflite(flatbuffer: bytes, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs of the float flatbuffer, in batches (one batch of 10k images of a convnet
+    would need gigabytes of activations and fails to allocate)."""
     interpreter = _tflite_interpreter(flatbuffer, xnnpack=False)
     index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(len(x), -1)
+    output = interpreter.get_output_details()[0]["index"]
+    outs, shape = [], None
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        if chunk.shape != shape:
+            interpreter.resize_tensor_input(index, list(chunk.shape))
+            interpreter.allocate_tensors()
+            shape = chunk.shape
+        interpreter.set_tensor(index, chunk)
+        interpreter.invoke()
+        outs.append(interpreter.get_tensor(output).reshape(len(chunk), -1))
+    return np.concatenate(outs)
 
 
 def _keras_predict(model: tf.keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -397,3 +397,13 @@ def test_export_main_end_to_end(tmp_path, capsys):
     assert "task 7" in capsys.readouterr().err and not os.path.exists(missing)
     assert export_main([str(tmp_path / "nope.keras"), missing]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_float_tflite_runs_in_batches():
+    from larq_meta.export import _run_tflite, float_tflite
+
+    x0 = tf.keras.Input((7,))
+    model = tf.keras.Model(x0, tf.keras.layers.Dense(5)(x0))
+    x = RNG.normal(size=(300, 7)).astype("f4")  # 128 + 128 + 44: the last batch is resized
+    got = _run_tflite(float_tflite(model), x, batch_size=128)
+    np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-5)

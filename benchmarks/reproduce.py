@@ -110,10 +110,16 @@ def main():
     parser.add_argument("--checkpoint-dir", default=None,
                         help="save each run after every epoch; rerun the same command to resume")
     parser.add_argument("--name", default="side_by_side")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only draw docs/<name>_accuracy_matrix.png from the results JSON")
     args = parser.parse_args()
+    output = os.path.join("benchmarks", "results", f"{args.name}.json")
+    if args.plot_only:
+        with open(output) as f:
+            plot(json.load(f), args.name)
+        return
 
     tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed)
-    output = os.path.join("benchmarks", "results", f"{args.name}.json")
     summary = {
         "benchmark": args.name,
         "command": "python benchmarks/reproduce.py " + " ".join(os.sys.argv[1:]),
@@ -133,7 +139,25 @@ def main():
         summary["load_average_at_end"] = os.getloadavg()
         with open(output, "w") as f:  # rewritten after every run: partial results survive
             json.dump(summary, f, indent=2)
+    plot(summary, args.name)
     print(f"-> {output}")
+
+
+def plot(summary: dict, name: str) -> None:
+    """Accuracy-matrix heatmaps of every run, BatchNorm protocol `per_task`."""
+    from types import SimpleNamespace
+
+    results = {
+        run["label"]: SimpleNamespace(accuracy_matrix=np.array(run["accuracy_matrices"]["per_task"]))
+        for run in summary["runs"]
+    }
+    settings = summary["settings"]
+    title = (f"Permuted MNIST, {settings['tasks']} tasks x {settings['epochs']} epochs, "
+             f"{settings['width']}-{settings['width']} BNN, BatchNorm per_task")
+    path = larq_meta.plots.plot_accuracy_matrix(
+        results, os.path.join("docs", f"{name}_accuracy_matrix.png"), title=title
+    )
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

@@ -66,16 +66,23 @@ def plot_task_accuracies(results, path: str, title: str | None = None) -> str:
         ]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         epochs = np.array([offsets[r["task"]] + r["epoch"] + 1 for r in result.history])
-        for j, name in enumerate(result.task_names):
-            ax.plot(epochs, accuracies[:, j], marker=".", label=name)
+        if len(result.task_names) > 1 and np.array_equal(
+            accuracies, np.repeat(accuracies[:, :1], accuracies.shape[1], axis=1)
+        ):  # one test set for all tasks (a stream): one curve
+            ax.plot(epochs, accuracies[:, 0], marker=".", label="test set (every subset)")
+        else:
+            for j, name in enumerate(result.task_names):
+                ax.plot(epochs, accuracies[:, j], marker=".", label=name)
+        many = len(result.task_names) > 12
         for b in offsets[1:-1]:
-            ax.axvline(b + 0.5, color="grey", lw=0.8, ls="--")
+            ax.axvline(b + 0.5, color="grey", lw=0.5 if many else 0.8, ls="--", alpha=0.3 if many else 1)
         ax.set_xlabel("epoch (task boundaries dashed)")
         ax.set_title(f"{label}  (BN: {result.bn_protocol})" if label else f"BN: {result.bn_protocol}")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][0].set_ylim(0, 100)
-    axes[0][-1].legend(loc="lower left", fontsize=8)
+    if len(axes[0][-1].get_legend_handles_labels()[1]) <= 12:  # more would hide the curves
+        axes[0][-1].legend(loc="lower left", fontsize=8)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -89,9 +96,11 @@ def plot_accuracy_matrix(results, path: str, title: str | None = None) -> str:
     for ax, (label, result) in zip(axes[0], results.items()):
         R = np.asarray(result.accuracy_matrix) * 100
         image = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
-        for (i, j), value in np.ndenumerate(R):
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="w" if value < 60 else "k")
-        ticks = np.arange(len(R))
+        if len(R) <= 12:  # beyond that the numbers do not fit in their cells
+            for (i, j), value in np.ndenumerate(R):
+                color = "w" if value < 60 else "k"
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", color=color)
+        ticks = np.arange(len(R))[:: max(1, len(R) // 12)]
         ax.set_xticks(ticks, [str(t + 1) for t in ticks])
         ax.set_yticks(ticks, [str(t + 1) for t in ticks])
         ax.set_xlabel("evaluated on task")

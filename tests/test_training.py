@@ -202,3 +202,30 @@ def test_evaluate_every_n_epochs_keeps_rows_and_the_matrix(tmp_path):
     np.testing.assert_allclose(every.accuracy_matrix, full.accuracy_matrix)
     path = larq_meta.plots.plot_task_accuracies(every, str(tmp_path / "acc.png"))
     assert (tmp_path / "acc.png").stat().st_size > 0 and path.endswith("acc.png")
+
+
+def test_plots_of_a_stream_draw_one_curve_and_no_crowded_legend(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import larq_meta.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    n = 30
+    history = [{"task": k, "epoch": e, "accuracies": [0.5 + 0.01 * k] * n}
+               for k in range(n) for e in range(2)]
+    stream = SimpleNamespace(history=history, task_names=[f"s{k}" for k in range(n)],
+                             bn_protocol="shared", accuracy_matrix=np.full((n, n), 0.6))
+    plots.plot_task_accuracies({"stream": stream}, str(tmp_path / "a.png"))
+    def curves(ax):  # task-boundary lines are unlabelled
+        return [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+    ax = figures[-1].axes[0]
+    assert len(curves(ax)) == 1 and ax.get_legend() is not None  # one labelled curve
+    varied = SimpleNamespace(**{**vars(stream), "history": [
+        {**r, "accuracies": list(np.linspace(0, 1, n))} for r in history]})
+    plots.plot_task_accuracies({"tasks": varied}, str(tmp_path / "b.png"))
+    ax = figures[-1].axes[0]
+    assert len(curves(ax)) == n and ax.get_legend() is None  # 30 entries would hide it
+    plots.plot_accuracy_matrix({"stream": stream}, str(tmp_path / "c.png"))
+    assert not figures[-1].axes[0].texts  # no numbers crammed into 900 cells

@@ -11,6 +11,7 @@ checks instead of re-implementing them:
 - `assert_checkpoint_restore(model, fresh_model, directory)`: the same through
   `tf.train.Checkpoint(model=..., optimizer=...)`.
 - `assert_model_state_equal`, `assert_optimizer_state_equal`: the comparisons those use.
+- `synthetic_tasks(...)`: small linearly-separable 4-class tasks for trainer/tuner tests.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "assert_optimizer_state_equal",
     "model_state",
     "optimizer_state",
+    "synthetic_tasks",
 ]
 
 
@@ -182,3 +184,19 @@ def assert_checkpoint_restore(model: tf.keras.Model, fresh_model: tf.keras.Model
     status.assert_existing_objects_matched()
     assert_model_state_equal(model, fresh_model)
     assert_optimizer_state_equal(model.optimizer, fresh_model.optimizer)
+
+
+def synthetic_tasks(num_tasks: int = 2, n: int = 512, dim: int = 20, seed: int = 0):
+    """`num_tasks` tasks of `n` Gaussian points in `dim` dimensions, labelled by the argmax of
+    a random linear map to 4 classes; half of each task trains, half tests."""
+    from larq_meta.tasks import Task, TaskSequence
+
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for k in range(num_tasks):
+        w = rng.normal(size=(dim, 4))
+        x = rng.normal(size=(n, dim)).astype("float32")
+        y = np.argmax(x @ w, axis=1).astype("int64")
+        half = n // 2
+        tasks.append(Task(f"t{k + 1}", train=(x[:half], y[:half]), test=(x[half:], y[half:])))
+    return TaskSequence(tasks, name="synthetic")

@@ -10,19 +10,9 @@ import larq_meta
 from larq_meta import MetaplasticAdam
 from larq_meta.batchnorm import restore_batchnorm, snapshot_batchnorm
 from larq_meta.callbacks import TaskEvaluation
-from larq_meta.tasks import Task, TaskSequence
 from larq_meta.training import reset_optimizer, train_sequence
 
-
-def synthetic_tasks(num_tasks=2, n=512, dim=20, seed=0):
-    rng = np.random.default_rng(seed)
-    tasks = []
-    for k in range(num_tasks):
-        w = rng.normal(size=(dim, 4))
-        x = rng.normal(size=(n, dim)).astype("float32")
-        y = np.argmax(x @ w, axis=1).astype("int64")
-        tasks.append(Task(f"t{k + 1}", train=(x[: n // 2 * 1], y[: n // 2 * 1]), test=(x[n // 2:], y[n // 2:])))
-    return TaskSequence(tasks, name="synthetic")
+from checks import synthetic_tasks  # noqa: F401  (test_checkpoint imports it from here)
 
 
 def small_model(m=1.0, seed=0):

@@ -20,23 +20,12 @@ import tensorflow as tf
 pytest.importorskip("keras_tuner")
 
 from larq_meta import MetaplasticAdam  # noqa: E402
-from larq_meta.tasks import Task, TaskSequence  # noqa: E402
+import checks  # noqa: E402
 from larq_meta.training import train_sequence  # noqa: E402
 from larq_meta.tuning import COMBINED_OBJECTIVE, MetaplasticTuner, tune_main  # noqa: E402
 
-SYNTHETIC = '''
-def synthetic_tasks(num_tasks=2, n=256, dim=12, seed=0):
-    rng = np.random.default_rng(seed)
-    tasks = []
-    for k in range(num_tasks):
-        w = rng.normal(size=(dim, 4))
-        x = rng.normal(size=(n, dim)).astype("float32")
-        y = np.argmax(x @ w, axis=1).astype("int64")
-        half = n // 2
-        tasks.append(Task(f"t{k + 1}", train=(x[:half], y[:half]), test=(x[half:], y[half:])))
-    return TaskSequence(tasks, name="synthetic")
-'''
-exec(SYNTHETIC)  # one definition for this file and the subprocess script below
+def synthetic_tasks():  # smaller than the trainer tests': many trials run on it
+    return checks.synthetic_tasks(n=256, dim=12)
 
 
 def build_model(hp):
@@ -156,14 +145,14 @@ WORKER_SCRIPT = '''
 import json, os, sys, time
 import numpy as np
 import larq_meta
-from larq_meta.tasks import Task, TaskSequence
 from larq_meta.tuning import MetaplasticTuner, paper_mlp_builder
-{synthetic}
+sys.path.insert(0, {tests_dir!r})
+from checks import synthetic_tasks
 role, directory = sys.argv[1], sys.argv[2]
 tuner = MetaplasticTuner(
     paper_mlp_builder((8,), num_classes=4, input_shape=(12,), learning_rate=0.02,
                       jit_compile=False),
-    synthetic_tasks(), oracle="grid", m_range=(0.0, 3.0), m_step=1.0, max_trials=4,
+    synthetic_tasks(n=256, dim=12), oracle="grid", m_range=(0.0, 3.0), m_step=1.0, max_trials=4,
     directory=directory, project_name="dist")
 if role != "chief":
     # Start both workers together, so that each gets trials.
@@ -188,7 +177,7 @@ def free_port():
 
 def test_distributed_search_on_loopback_shares_trials_without_duplicates(tmp_path):
     script = tmp_path / "tune_process.py"
-    script.write_text(textwrap.dedent(WORKER_SCRIPT).format(synthetic=SYNTHETIC))
+    script.write_text(textwrap.dedent(WORKER_SCRIPT).format(tests_dir=os.path.dirname(os.path.abspath(__file__))))
     port = str(free_port())
     processes = {}
     try:

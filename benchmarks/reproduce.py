@@ -11,6 +11,9 @@ with a `log_prefix`): `per_task` (the paper's), `batch_stats` (the reference cod
     # paper scale (6 tasks x 40 epochs, all tasks tested every 5 epochs, resumable):
     .venv/bin/python benchmarks/reproduce.py --tasks 6 --epochs 40 --m 1.35 0 1.0 \
         --evaluate-every 5 --checkpoint-dir /tmp/paper_scale --name paper_scale
+    # the bfloat16 option on the side-by-side settings:
+    .venv/bin/python benchmarks/reproduce.py --m 1.35 0 --compute-dtype bfloat16 \
+        --name side_by_side_bfloat16
 
 Writes one JSON per run and a summary to benchmarks/results/<name>.json.
 """
@@ -45,7 +48,7 @@ OTHER_PROTOCOLS = ("batch_stats", "shared")
 
 def run(method: str, m: float, tasks, args) -> dict:
     tf.keras.utils.set_random_seed(args.seed)
-    model = larq_meta.models.paper_mlp((args.width, args.width))
+    model = larq_meta.models.paper_mlp((args.width, args.width), compute_dtype=args.compute_dtype)
     model.compile(
         optimizer=MetaplasticAdam(
             m=m, learning_rate=args.lr, epsilon=args.epsilon, weight_decay=args.weight_decay
@@ -105,6 +108,8 @@ def main():
     parser.add_argument("--ewc-lambda", type=float, default=5000.0)
     parser.add_argument("--fisher-samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="paper_mlp's compute_dtype (bfloat16: binary products in bfloat16)")
     parser.add_argument("--evaluate-every", type=int, default=1,
                         help="test all tasks every n epochs (and at each task's end)")
     parser.add_argument("--checkpoint-dir", default=None,

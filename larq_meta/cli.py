@@ -62,13 +62,21 @@ def _positive_float(text: str) -> float:
 METHODS = ("bnn", "float", "ewc", "random-consolidation")
 
 
-def build_model(method: str, width: int, depth: int, num_classes: int = 10, input_shape=(784,)):
+def build_model(method: str, width: int, depth: int, num_classes: int = 10, input_shape=(784,),
+                compute_dtype: str = "float32"):
     import larq_meta
 
     units = (width,) * depth
     if method == "float":
+        if compute_dtype != "float32":
+            raise SystemExit(
+                f"--compute-dtype {compute_dtype} applies to the binarized models only; "
+                "--method float trains a float32 MLP."
+            )
         return larq_meta.models.float_mlp(units, num_classes=num_classes, input_shape=input_shape)
-    return larq_meta.models.paper_mlp(units, num_classes=num_classes, input_shape=input_shape)
+    return larq_meta.models.paper_mlp(
+        units, num_classes=num_classes, input_shape=input_shape, compute_dtype=compute_dtype
+    )
 
 
 def compile_model(model, m: float, args, method: str = "bnn"):
@@ -139,14 +147,15 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
         f"{title}: {len(tasks)} tasks, {args.method} 784-{'-'.join([str(args.width)] * depth)}-"
         f"{args.num_classes}, {args.epochs} epochs per task, lr {args.lr}, batch {args.batch_size}, "
         f"BatchNorm protocol {args.bn_protocol}, optimizer state reset per task: "
-        f"{reset_optimizer_per_task}."
+        f"{reset_optimizer_per_task}, compute dtype {args.compute_dtype}."
     )
     results, weights = {}, {}
     for m in args.m:
         label = f"{args.method} m={m:g}"
         print(f"\n== {label} ==")
         tf.keras.utils.set_random_seed(args.seed)
-        model = build_model(args.method, args.width, depth, args.num_classes)
+        model = build_model(args.method, args.width, depth, args.num_classes,
+                            compute_dtype=args.compute_dtype)
         compile_model(model, m, args, args.method)
         directory = os.path.join(args.output, f"{args.method}_m{m:g}")
         callbacks = _method_callbacks(args.method, args, tasks)
@@ -174,6 +183,7 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
         )
         result.config["seconds"] = time.perf_counter() - start
         result.config["method"] = args.method
+        result.config["compute_dtype"] = args.compute_dtype
         result.save(directory)
         if args.save_model:
             model.save(os.path.join(directory, "model.keras"))
@@ -236,6 +246,9 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
     group.add_argument("--weight-decay", type=_non_negative_float,
                        help="coupled L2 (0; --paper: 1e-7, the reference's)")
     group.add_argument("--batch-size", type=_positive_int, default=100, help="batch size (100)")
+    group.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+                       help="bfloat16: the binary matrix products take bfloat16 operands "
+                            "(exact signs, float32 sums); about 1.2x faster with XLA (float32)")
     group.add_argument("--bn-protocol", choices=("per_task", "batch_stats", "shared"),
                        default="per_task", help="BatchNorm evaluation protocol (per_task)")
     group.add_argument("--ewc-lambda", type=_non_negative_float, default=5000.0,
@@ -284,6 +297,7 @@ def demo(args: argparse.Namespace) -> int:
     args.num_classes, args.batch_size, args.bn_protocol = 10, 100, "per_task"
     args.epsilon, args.weight_decay = 1e-7, 0.0
     args.checkpoint = args.deterministic = args.save_model = False
+    args.compute_dtype = "float32"
     tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed, train_size=args.train_size)
     run_experiment(tasks, args, title=f"Permuted MNIST, {args.width}-{args.width} BNN")
     return 0

@@ -939,6 +939,36 @@ def _check_runnable(flatbuffer: bytes, model: tf.keras.Model) -> None:
         )
 
 
+def _with_float32_products(model: tf.keras.Model) -> tuple[tf.keras.Model, list[str]]:
+    """`model`, or a copy whose `BF16QuantDense` layers are plain `QuantDense` with the same
+    weights: their bfloat16 products (`XlaDotV2`) exist only under XLA, not in TFLite."""
+    from larq_meta.models import BF16QuantDense
+
+    names = [layer.name for layer in _all_layers(model) if isinstance(layer, BF16QuantDense)]
+    if not names:
+        return model, []
+    nested = [name for name in names if name not in {layer.name for layer in model.layers}]
+    if nested:
+        raise ExportError(
+            f"BF16QuantDense layers {nested} sit in a nested model of '{model.name}'; rebuild the "
+            "model with compute_dtype='float32' and copy the weights (`set_weights`) to export it."
+        )
+
+    def clone(layer):
+        cls = lq.layers.QuantDense if isinstance(layer, BF16QuantDense) else type(layer)
+        return cls.from_config(layer.get_config())
+
+    try:
+        copy = tf.keras.models.clone_model(model, clone_function=clone)
+    except Exception as error:  # noqa: BLE001 - re-raised with what to do instead
+        raise ExportError(
+            f"Cannot copy model '{model.name}' to replace its BF16QuantDense layers {names}: "
+            f"{error}. Rebuild it with compute_dtype='float32' and copy the weights."
+        ) from error
+    copy.set_weights(model.get_weights())
+    return copy, names
+
+
 def float_tflite(model: tf.keras.Model) -> bytes:
     """The same network converted by the stock `tf.lite.TFLiteConverter` (no LCE): larq's
     quantizers become ordinary float ops (SIGN, ADD) and binary kernels float `±1` weights."""
@@ -1285,11 +1315,17 @@ def to_lce(
                 f"layers without a snapshot {sorted(bn_names - set(snapshot))}, snapshot entries "
                 f"without a layer {sorted(set(snapshot) - bn_names)}."
             )
+    model, float32_products = _with_float32_products(model)
     targets, skipped = _plan_rewrite(model, rewrite_dense)
     notes = [
         f"QuantDense '{name}' stays a float FULLY_CONNECTED: {why}."
         for name, why in skipped.items()
     ]
+    if float32_products:
+        notes.append(
+            f"BF16QuantDense {float32_products} exported as QuantDense (same weights; the "
+            "bfloat16 products are a training-speed option; parity is against float32 products)."
+        )
     if parity:
         x, y, data_source = _parity_inputs(model, parity_data, parity_samples)
 

@@ -50,6 +50,24 @@ def test_sequence_commands(tmp_path, argv):
         assert os.path.exists(tmp_path / name)
 
 
+def test_bfloat16_compute_dtype(tmp_path):
+    run(["permuted-mnist", "--tasks", "2", "--m", "1.35", "--width", "16", "--epochs", "1",
+         "--train-size", "600", "--compute-dtype", "bfloat16", "--save-model",
+         "--output", str(tmp_path)])
+    (label, result), = summary(tmp_path).items()
+    assert result["config"]["compute_dtype"] == "bfloat16"
+    assert min(result["final_accuracies"]) > 0.2  # it learns (chance: 0.1)
+    import tensorflow as tf
+
+    from larq_meta.models import BF16QuantDense
+
+    model = tf.keras.models.load_model(tmp_path / "bnn_m1.35" / "model.keras")
+    assert sum(isinstance(layer, BF16QuantDense) for layer in model.layers) == 3
+    with pytest.raises(SystemExit, match="--compute-dtype bfloat16 applies to the binarized"):
+        main(["permuted-mnist", "--method", "float", "--compute-dtype", "bfloat16",
+              "--output", str(tmp_path / "float")])
+
+
 def test_stream_keeps_the_optimizer_and_shares_bn(tmp_path, capsys):
     run(["stream", "--subsets", "3", "--width", "16", "--epochs", "3", "--m", "2.5", "--no-jit",
          "--evaluate-every", "2", "--output", str(tmp_path)])

@@ -269,6 +269,23 @@ def test_paper_convnet_every_layer_after_the_first_is_binary(tmp_path):
     assert report.size_ratio > 5  # tiny widths: the fixed flatbuffer structure weighs in
 
 
+def test_bfloat16_model_exports_with_float32_products(tmp_path):
+    """A model trained with compute_dtype="bfloat16" exports like its float32 twin."""
+    bf16 = randomize_batchnorm(models.paper_mlp((32, 32), compute_dtype="bfloat16"))
+    twin = models.paper_mlp((32, 32))
+    twin.set_weights(bf16.get_weights())
+    x = RNG.random((64, 784), dtype=np.float32)
+    report = to_lce(bf16, None, parity_data=x, **{**FAST, "float_reference": True})
+    assert report.float_tflite_size_bytes  # the stock converter has no XlaDotV2 either
+    assert report.op_counts["LceBconv2d"] == 2
+    assert any("BF16QuantDense" in note for note in report.notes)
+    assert report.parity.argmax_agreement == 1.0 and report.parity.max_abs_diff <= 1e-3
+    reference = to_lce(twin, None, parity_data=x, **FAST)
+    assert report.op_counts == reference.op_counts
+    assert report.parity.max_abs_diff == reference.parity.max_abs_diff
+    assert isinstance(bf16.get_layer("dense_2"), models.BF16QuantDense)  # the user's model is untouched
+
+
 def test_parity_counts_samples_over_the_tolerance(monkeypatch):
     import larq_meta.export as export
 

@@ -56,7 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_meta.batchnorm import batchnorm_layers, using_batchnorm
-from larq_meta.models import unclipped_kernels_by_design
+from larq_meta.models import BF16QuantDense, unclipped_kernels_by_design
 
 __all__ = [
     "ExportError",
@@ -386,11 +386,14 @@ def _contains(model: tf.keras.Model, targets: set[int]) -> bool:
 
 
 def _clone_layer(layer: tf.keras.layers.Layer, model_name: str) -> tf.keras.layers.Layer:
+    """A fresh copy of `layer`; a `BF16QuantDense` becomes a plain `QuantDense` (same config
+    and weights): its bfloat16 products (`XlaDotV2`) exist only under XLA, not in TFLite."""
+    cls = lq.layers.QuantDense if isinstance(layer, BF16QuantDense) else layer.__class__
     try:
         with unclipped_kernels_by_design():
             if isinstance(layer, tf.keras.Model):
                 return tf.keras.models.clone_model(layer)
-            return layer.__class__.from_config(layer.get_config())
+            return cls.from_config(layer.get_config())
     except Exception as error:  # noqa: BLE001 - re-raised naming the layer
         raise ExportError(
             f"Cannot copy layer '{layer.name}' of model '{model_name}' for the QuantDense "
@@ -467,7 +470,9 @@ def _rebuild(model: tf.keras.Model, targets: set[int]) -> tf.keras.Model:
             block = _dense_as_conv(layer)
             calls[name] = lambda x, _block=block: _block[2](_block[1](_block[0](x)))
             copies.append((layer, block[1]))
-        elif isinstance(layer, tf.keras.Model) and _contains(layer, targets):
+        elif isinstance(layer, tf.keras.Model) and (
+            _contains(layer, targets) or _bf16_layers(layer)
+        ):
             calls[name] = _rebuild(layer, targets)  # weights already copied
         else:
             new = _clone_layer(layer, model.name)
@@ -939,34 +944,23 @@ def _check_runnable(flatbuffer: bytes, model: tf.keras.Model) -> None:
         )
 
 
-def _with_float32_products(model: tf.keras.Model) -> tuple[tf.keras.Model, list[str]]:
-    """`model`, or a copy whose `BF16QuantDense` layers are plain `QuantDense` with the same
-    weights: their bfloat16 products (`XlaDotV2`) exist only under XLA, not in TFLite."""
-    from larq_meta.models import BF16QuantDense
+def _bf16_layers(model: tf.keras.Model) -> list[str]:
+    return [layer.name for layer in _all_layers(model) if isinstance(layer, BF16QuantDense)]
 
-    names = [layer.name for layer in _all_layers(model) if isinstance(layer, BF16QuantDense)]
+
+def _with_float32_products(model: tf.keras.Model) -> tuple[tf.keras.Model, list[str]]:
+    """`model`, or a rebuilt copy (`_rebuild`, no dense rewrite) whose `BF16QuantDense`
+    layers are plain `QuantDense` with the same weights, and the names of those layers."""
+    names = _bf16_layers(model)
     if not names:
         return model, []
-    nested = [name for name in names if name not in {layer.name for layer in model.layers}]
-    if nested:
-        raise ExportError(
-            f"BF16QuantDense layers {nested} sit in a nested model of '{model.name}'; rebuild the "
-            "model with compute_dtype='float32' and copy the weights (`set_weights`) to export it."
-        )
-
-    def clone(layer):
-        cls = lq.layers.QuantDense if isinstance(layer, BF16QuantDense) else type(layer)
-        return cls.from_config(layer.get_config())
-
     try:
-        copy = tf.keras.models.clone_model(model, clone_function=clone)
-    except Exception as error:  # noqa: BLE001 - re-raised with what to do instead
+        return _rebuild(model, set()), names
+    except ExportError as error:
         raise ExportError(
-            f"Cannot copy model '{model.name}' to replace its BF16QuantDense layers {names}: "
-            f"{error}. Rebuild it with compute_dtype='float32' and copy the weights."
+            f"Cannot copy model '{model.name}' to replace its BF16QuantDense layers {names} "
+            f"({error}). Rebuild it with compute_dtype='float32' and copy the weights."
         ) from error
-    copy.set_weights(model.get_weights())
-    return copy, names
 
 
 def float_tflite(model: tf.keras.Model) -> bytes:

@@ -283,7 +283,14 @@ def test_bfloat16_model_exports_with_float32_products(tmp_path):
     reference = to_lce(twin, None, parity_data=x, **FAST)
     assert report.op_counts == reference.op_counts
     assert report.parity.max_abs_diff == reference.parity.max_abs_diff
-    assert isinstance(bf16.get_layer("dense_2"), models.BF16QuantDense)  # the user's model is untouched
+    # the user's model is untouched
+    assert isinstance(bf16.get_layer("dense_2"), models.BF16QuantDense)
+
+    inputs = tf.keras.Input((784,))
+    nested = tf.keras.Model(inputs, bf16(inputs), name="outer")
+    report = to_lce(nested, None, parity_data=x, **FAST)
+    assert report.op_counts == reference.op_counts
+    assert report.parity.max_abs_diff == reference.parity.max_abs_diff
 
 
 def test_parity_counts_samples_over_the_tolerance(monkeypatch):

@@ -108,7 +108,8 @@ def main():
     parser.add_argument("--ewc-lambda", type=float, default=5000.0)
     parser.add_argument("--fisher-samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+    parser.add_argument("--compute-dtype", choices=larq_meta.models.COMPUTE_DTYPES,
+                        default="float32",
                         help="paper_mlp's compute_dtype (bfloat16: binary products in bfloat16)")
     parser.add_argument("--evaluate-every", type=int, default=1,
                         help="test all tasks every n epochs (and at each task's end)")

@@ -25,7 +25,12 @@ import numpy as np
 import tensorflow as tf
 
 from larq_meta._checks import check_int
-from larq_meta.batchnorm import check_bn_protocol, snapshot_batchnorm, using_batchnorm
+from larq_meta.batchnorm import (
+    check_bn_protocol,
+    recalibrate_batchnorm,
+    snapshot_batchnorm,
+    using_batchnorm,
+)
 from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset
 
 __all__ = ["TaskEvaluation"]
@@ -66,6 +71,12 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
             epoch (long runs: testing all tasks after every epoch can cost as much as
             training). Epochs not evaluated log NaN, so `History` and `CSVLogger` keep one
             row per epoch.
+        recalibrate_bn: Before each evaluation, set the live BatchNorm moving statistics to
+            the exact inference-mode statistics of the current task's training inputs
+            (`larq_meta.batchnorm.recalibrate_batchnorm`), so the evaluation and the task's
+            snapshot use them instead of Keras' moving averages. Costs one pass over the
+            task's training inputs per BatchNorm layer. Not with `"batch_stats"`, which uses
+            no moving statistics.
         verbose: Print the per-task accuracies after each epoch.
 
     # Attributes
@@ -83,11 +94,18 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         batch_size: int = 1000,
         log_prefix: str = "",
         evaluate_every: int = 1,
+        recalibrate_bn: bool = False,
         verbose: bool = False,
     ):
         super().__init__()
         self.tasks = as_sequence(tasks)
         self.bn_protocol = check_bn_protocol(bn_protocol)
+        if recalibrate_bn and self.bn_protocol == "batch_stats":
+            raise ValueError(
+                "`recalibrate_bn=True` has no effect with bn_protocol='batch_stats' (test "
+                "batches use their own statistics); use 'per_task' or 'shared'."
+            )
+        self.recalibrate_bn = bool(recalibrate_bn)
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.evaluate_every = check_int(evaluate_every, "evaluate_every", 1)
         self.log_prefix = log_prefix
@@ -140,6 +158,8 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
             if logs is not None:
                 logs.update(self.accuracy_logs([float("nan")] * len(self.tasks)))
             return
+        if self.recalibrate_bn:
+            recalibrate_batchnorm(self.model, self.tasks[self.current_task].train, self.batch_size)
         accuracies = self.evaluate()
         self._last_accuracies = accuracies
         self.history.append(

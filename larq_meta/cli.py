@@ -141,12 +141,17 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
     from larq_meta import plots
     from larq_meta.training import train_sequence
 
+    recalibrate_bn = getattr(args, "recalibrate_bn", False)
+    if recalibrate_bn and args.bn_protocol == "batch_stats":
+        raise SystemExit("--recalibrate-bn needs --bn-protocol per_task or shared: batch_stats "
+                         "normalizes test batches with their own statistics.")
     os.makedirs(args.output, exist_ok=True)
     depth = getattr(args, "depth", 2)
     print(
         f"{title}: {len(tasks)} tasks, {args.method} 784-{'-'.join([str(args.width)] * depth)}-"
         f"{args.num_classes}, {args.epochs} epochs per task, lr {args.lr}, batch {args.batch_size}, "
-        f"BatchNorm protocol {args.bn_protocol}, optimizer state reset per task: "
+        f"BatchNorm protocol {args.bn_protocol}{' (recalibrated)' if recalibrate_bn else ''}, "
+        f"optimizer state reset per task: "
         f"{reset_optimizer_per_task}, compute dtype {args.compute_dtype}."
     )
     results, weights = {}, {}
@@ -174,6 +179,7 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
             epochs_per_task=args.epochs,
             batch_size=args.batch_size,
             bn_protocol=args.bn_protocol,
+            recalibrate_bn=recalibrate_bn,
             reset_optimizer_per_task=reset_optimizer_per_task,
             shuffle_seed=args.seed,
             checkpoint_dir=os.path.join(directory, "checkpoint") if args.checkpoint else None,
@@ -251,6 +257,10 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
                             "(exact signs, float32 sums); about 1.2x faster with XLA (float32)")
     group.add_argument("--bn-protocol", choices=("per_task", "batch_stats", "shared"),
                        default="per_task", help="BatchNorm evaluation protocol (per_task)")
+    group.add_argument("--recalibrate-bn", action="store_true",
+                       help="evaluate (and snapshot) BatchNorm with exact statistics of the "
+                            "current task's training inputs instead of the moving averages "
+                            "(needed at 4096 units trained long; not with batch_stats)")
     group.add_argument("--ewc-lambda", type=_non_negative_float, default=5000.0,
                        help="EWC lambda (5000)")
     group.add_argument("--fisher-samples", type=_positive_int, default=5000,

@@ -310,6 +310,7 @@ def train_sequence(
     reset_optimizer_per_task: bool = True,
     eval_batch_size: int = 1000,
     evaluate_every: int = 1,
+    recalibrate_bn: bool = False,
     shuffle_seed: int | None = None,
     checkpoint_dir: str | None = None,
     deterministic: bool = False,
@@ -332,6 +333,10 @@ def train_sequence(
         eval_batch_size: Test batch size (the reference: 1000).
         evaluate_every: Test every task every `evaluate_every` epochs and at each task's
             end (see `TaskEvaluation`); 1 gives the paper's per-epoch curves.
+        recalibrate_bn: Replace Keras' moving BatchNorm statistics by exact ones, computed
+            on the current task's training inputs before each evaluation, so evaluations and
+            snapshots use them (`"per_task"`/`"shared"`; see `TaskEvaluation`). Wide BNNs
+            trained long can need it: see `larq_meta.batchnorm.recalibrate_batchnorm`.
         shuffle_seed: Seed of the per-epoch shuffling; each epoch's order depends only on
             (seed, task, epoch). None draws one seed (recorded in the result's config).
         checkpoint_dir: Save the run after every epoch (model, optimizer slots, BatchNorm
@@ -378,13 +383,15 @@ def train_sequence(
         "eval_batch_size": eval_batch_size,
         "evaluate_every": evaluate_every,
         "bn_protocol": bn_protocol,
+        "recalibrate_bn": bool(recalibrate_bn),
         "reset_optimizer_per_task": reset_optimizer_per_task,
         "shuffle_seed": shuffle_seed,
         "optimizer": tf.keras.optimizers.serialize(optimizer),
         "model": model.name,
     }
     evaluation = TaskEvaluation(
-        sequence, bn_protocol=bn_protocol, batch_size=eval_batch_size, evaluate_every=evaluate_every
+        sequence, bn_protocol=bn_protocol, batch_size=eval_batch_size,
+        evaluate_every=evaluate_every, recalibrate_bn=recalibrate_bn,
     )
     checkpoint = None
     if checkpoint_dir is not None:

@@ -66,13 +66,17 @@ def test_bfloat16_compute_dtype(tmp_path):
     with pytest.raises(SystemExit, match="--compute-dtype bfloat16 applies to the binarized"):
         main(["permuted-mnist", "--method", "float", "--compute-dtype", "bfloat16",
               "--output", str(tmp_path / "float")])
+    with pytest.raises(SystemExit, match="--recalibrate-bn needs --bn-protocol per_task"):
+        main(["permuted-mnist", "--recalibrate-bn", "--bn-protocol", "batch_stats",
+              "--output", str(tmp_path / "recalibrated")])
 
 
 def test_stream_keeps_the_optimizer_and_shares_bn(tmp_path, capsys):
     run(["stream", "--subsets", "3", "--width", "16", "--epochs", "3", "--m", "2.5", "--no-jit",
-         "--evaluate-every", "2", "--output", str(tmp_path)])
+         "--evaluate-every", "2", "--recalibrate-bn", "--output", str(tmp_path)])
     (label, result), = summary(tmp_path).items()
     assert result["config"]["evaluate_every"] == 2
+    assert result["config"]["recalibrate_bn"] is True
     history = json.load(open(tmp_path / "bnn_m2.5" / "results.json"))["history"]
     assert [record["epoch"] for record in history] == [1, 2] * 3  # every 2nd and each subset's last
     assert result["config"]["reset_optimizer_per_task"] is False

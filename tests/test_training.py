@@ -219,3 +219,23 @@ def test_plots_of_a_stream_draw_one_curve_and_no_crowded_legend(tmp_path, monkey
     assert len(curves(ax)) == n and ax.get_legend() is None  # 30 entries would hide it
     plots.plot_accuracy_matrix({"stream": stream}, str(tmp_path / "c.png"))
     assert not figures[-1].axes[0].texts  # no numbers crammed into 900 cells
+
+
+def test_recalibrated_evaluation_snapshots_exact_statistics():
+    from larq_meta.batchnorm import recalibrate_batchnorm
+
+    tasks = synthetic_tasks()
+    model = small_model()
+    result = train_sequence(model, tasks, batch_size=32, recalibrate_bn=True, progress=False)
+    assert result.config["recalibrate_bn"] is True
+    # The last task's snapshot holds the exact statistics of its training inputs under the
+    # final weights (Keras' moving averages differ from them).
+    recalibrate_batchnorm(model, tasks[1].train)
+    exact = snapshot_batchnorm(model)
+    for name, weights in result.bn_snapshots[1].items():
+        for a, b in zip(weights, exact[name]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # and row 2 of the matrix is the accuracy with those statistics
+    assert result.accuracy_matrix[1, 1] == pytest.approx(manual_accuracy(model, tasks[1]))
+    with pytest.raises(ValueError, match="recalibrate_bn.*batch_stats"):
+        TaskEvaluation(tasks, bn_protocol="batch_stats", recalibrate_bn=True)

@@ -35,7 +35,7 @@ from larq_meta._checks import check_int
 from larq_meta.callbacks import TaskEvaluation
 from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset, steps_per_epoch
 
-__all__ = ["SequenceResult", "reset_optimizer", "train_sequence"]
+__all__ = ["SequenceResult", "read_sequence_state", "reset_optimizer", "train_sequence"]
 
 
 def reset_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> None:
@@ -232,6 +232,19 @@ def _join_arrays(value, arrays):
     return value
 
 
+def read_sequence_state(directory: str) -> dict | None:
+    """The sequence state a checkpointed `train_sequence` run saved in `directory` (None if
+    there is none): `checkpoint` (the model/optimizer checkpoint's name in `directory`, for
+    `tf.train.Checkpoint(model=model).restore`), `task`, `epochs_done`, `evaluation` (with
+    `bn_snapshots` and the accuracy matrix), `fit_history`, `fingerprint` (the settings)."""
+    path = os.path.join(directory, _Checkpoint.STATE)
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {key: f[key] for key in f.files}
+    return _join_arrays(json.loads(str(arrays.pop("__skeleton__"))), arrays)
+
+
 class _Checkpoint:
     """Run state after an epoch: model and optimizer (a `tf.train.Checkpoint`), and the
     sequence state (position, accuracy matrix, history, BatchNorm snapshots, and the state of
@@ -274,12 +287,9 @@ class _Checkpoint:
     def load(self) -> dict | None:
         """Restore model, optimizer and callbacks from the last complete epoch; return the
         sequence state."""
-        path = os.path.join(self.directory, self.STATE)
-        if not os.path.exists(path):
+        state = read_sequence_state(self.directory)
+        if state is None:
             return None
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {key: f[key] for key in f.files}
-        state = _join_arrays(json.loads(str(arrays.pop("__skeleton__"))), arrays)
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(
                 f"Checkpoint in {self.directory!r} belongs to another run (settings "

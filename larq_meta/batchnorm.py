@@ -12,10 +12,13 @@ snapshot. The protocol changes results a lot, so every table says which one it u
 - `"shared"`: plain Keras, one BatchNorm state for all tasks.
 
 `recalibrate_batchnorm` replaces the moving statistics by exact ones. Keras' moving averages
-(momentum 0.9, i.e. PyTorch's 0.1) follow the last few dozen training batches while the
-weights move; at 4096 units per layer, a paper-scale BNN trained long turned out so sensitive
-to that small error that inference-mode accuracy fell to chance while batch statistics gave
-86 % (README, "MNIST then Fashion-MNIST at 4096 units"). Exact statistics restore it.
+(momentum 0.9, i.e. PyTorch's 0.1) are averages over the last few dozen training batches,
+while the weights move, of training-mode statistics (each layer's input computed with the
+earlier layers normalized by their batch statistics, not by the moving ones used at test
+time). The error is small, but a sign activation turns it into flipped bits that add up
+over the next layer's units: at 4096 units per layer, a BNN trained 50 epochs fell to chance
+in inference mode while batch statistics gave 86 % (README, "MNIST then Fashion-MNIST").
+Exact statistics, computed layer after layer in inference mode, restore it.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from larq_meta.tasks import mnist_fashion  # noqa: E402
 from larq_meta.training import read_sequence_state  # noqa: E402
 
 
-def accuracies(model, tasks, protocol: str, snapshots) -> list[float]:
+def accuracies(model, tasks, protocol: str, snapshots=()) -> list[float]:
     evaluation = TaskEvaluation(tasks, bn_protocol=protocol, batch_size=1000)
     evaluation.set_model(model)
     evaluation.bn_snapshots = list(snapshots)
@@ -63,6 +63,7 @@ def main():
         "checkpoint": path,
         "task": state["task"],
         "epochs_done": state["epochs_done"],
+        "width": args.width,
         "task_names": tasks.names,
         "settings": state["fingerprint"],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -75,7 +76,7 @@ def main():
     for k, task in enumerate(tasks):
         restore_batchnorm(model, snapshots[k] if k < len(snapshots) else live)
         recalibrate_batchnorm(model, task.train)
-        recalibrated.append(accuracies(model, tasks, "shared", [])[k])
+        recalibrated.extend(accuracies(model, [task], "shared"))  # this task only
     restore_batchnorm(model, live)
     result["per_task_recalibrated"] = recalibrated
     print(json.dumps({k: result[k] for k in (*BN_PROTOCOLS, "per_task_recalibrated")}))

@@ -245,6 +245,11 @@ def read_sequence_state(directory: str) -> dict | None:
     return _join_arrays(json.loads(str(arrays.pop("__skeleton__"))), arrays)
 
 
+# Settings that joined the fingerprint after checkpoints were already being written, with
+# the value those older runs used: such a checkpoint still resumes under the same settings.
+_SETTINGS_ADDED_LATER = {"recalibrate_bn": False}
+
+
 class _Checkpoint:
     """Run state after an epoch: model and optimizer (a `tf.train.Checkpoint`), and the
     sequence state (position, accuracy matrix, history, BatchNorm snapshots, and the state of
@@ -290,10 +295,16 @@ class _Checkpoint:
         state = read_sequence_state(self.directory)
         if state is None:
             return None
-        if state["fingerprint"] != self.fingerprint:
+        saved = {**_SETTINGS_ADDED_LATER, **state["fingerprint"]}
+        if saved != self.fingerprint:
+            changed = sorted(
+                key for key in set(saved) | set(self.fingerprint)
+                if saved.get(key) != self.fingerprint.get(key)
+            )
             raise ValueError(
-                f"Checkpoint in {self.directory!r} belongs to another run (settings "
-                f"{state['fingerprint']}, now {self.fingerprint}); use a new `checkpoint_dir`."
+                f"Checkpoint in {self.directory!r} belongs to another run (settings that "
+                f"differ: {', '.join(changed)}); use a new `checkpoint_dir`, or the settings "
+                "it was started with."
             )
         if len(state["callbacks"]) != len(self.stateful):
             raise ValueError(

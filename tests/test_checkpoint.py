@@ -97,3 +97,20 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, script):
     np.savez(path, **arrays)
     refused = run(tmp_path, 0, script)
     assert refused.returncode != 0 and "belongs to another run" in refused.stderr
+    assert "differ: batch_size)" in refused.stderr
+
+
+def test_checkpoint_from_before_a_setting_existed_resumes(tmp_path, script, uninterrupted):
+    """A checkpoint written before `recalibrate_bn` joined the settings ran without it."""
+    killed = run(tmp_path, 4, script)
+    assert killed.returncode == 17
+    path = tmp_path / "sequence_state.npz"
+    with np.load(path) as f:
+        arrays = {key: f[key] for key in f.files}
+    skeleton = json.loads(str(arrays["__skeleton__"]))
+    del skeleton["fingerprint"]["recalibrate_bn"]
+    arrays["__skeleton__"] = np.array(json.dumps(skeleton))
+    np.savez(path, **arrays)
+    resumed = run(tmp_path, 0, script)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["matrix"] == uninterrupted["matrix"]

@@ -77,7 +77,8 @@ def plot_task_accuracies(results, path: str, title: str | None = None) -> str:
         for b in offsets[1:-1]:
             ax.axvline(b + 0.5, color="grey", lw=0.5 if many else 0.8, ls="--", alpha=0.3 if many else 1)
         ax.set_xlabel("epoch (task boundaries dashed)")
-        ax.set_title(f"{label}  (BN: {result.bn_protocol})" if label else f"BN: {result.bn_protocol}")
+        bn = result.bn_description
+        ax.set_title(f"{label}  (BN: {bn})" if label else f"BN: {bn}")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][0].set_ylim(0, 100)

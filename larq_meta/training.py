@@ -74,6 +74,13 @@ class SequenceResult:
     config: dict = dataclasses.field(default_factory=dict)
 
     @property
+    def bn_description(self) -> str:
+        """The BatchNorm protocol as tables and plots name it ("per_task, recalibrated" when
+        exact statistics replaced the moving averages)."""
+        recalibrated = self.config.get("recalibrate_bn", False)
+        return f"{self.bn_protocol}, recalibrated" if recalibrated else self.bn_protocol
+
+    @property
     def final_accuracies(self) -> np.ndarray:
         """Accuracy on each task after the last task."""
         return self.accuracy_matrix[-1]
@@ -86,7 +93,7 @@ class SequenceResult:
         """The accuracy matrix as a text table (percent), with the BatchNorm protocol."""
         width = max(8, *(len(n) for n in self.task_names))
         head = "after \\ on".ljust(width) + "".join(n.rjust(width + 2) for n in self.task_names)
-        rows = [f"accuracy (%), BatchNorm protocol: {self.bn_protocol}", head]
+        rows = [f"accuracy (%), BatchNorm protocol: {self.bn_description}", head]
         for name, row in zip(self.task_names, self.accuracy_matrix):
             rows.append(name.ljust(width) + "".join(f"{100 * a:{width + 2}.2f}" for a in row))
         summary = self.metrics()

@@ -195,25 +195,28 @@ def test_evaluate_every_n_epochs_keeps_rows_and_the_matrix(tmp_path):
 
 
 def test_plots_of_a_stream_draw_one_curve_and_no_crowded_legend(tmp_path, monkeypatch):
-    from types import SimpleNamespace
+    import dataclasses
 
     import larq_meta.plots as plots
+    from larq_meta.training import SequenceResult
 
     figures = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
     n = 30
     history = [{"task": k, "epoch": e, "accuracies": [0.5 + 0.01 * k] * n}
                for k in range(n) for e in range(2)]
-    stream = SimpleNamespace(history=history, task_names=[f"s{k}" for k in range(n)],
-                             bn_protocol="shared", accuracy_matrix=np.full((n, n), 0.6))
+    stream = SequenceResult(
+        accuracy_matrix=np.full((n, n), 0.6), task_names=[f"s{k}" for k in range(n)],
+        history=history, fit_history=[], bn_snapshots=[], bn_protocol="shared",
+    )
     plots.plot_task_accuracies({"stream": stream}, str(tmp_path / "a.png"))
     def curves(ax):  # task-boundary lines are unlabelled
         return [line for line in ax.get_lines() if not line.get_label().startswith("_")]
 
     ax = figures[-1].axes[0]
     assert len(curves(ax)) == 1 and ax.get_legend() is not None  # one labelled curve
-    varied = SimpleNamespace(**{**vars(stream), "history": [
-        {**r, "accuracies": list(np.linspace(0, 1, n))} for r in history]})
+    varied = dataclasses.replace(stream, history=[
+        {**r, "accuracies": list(np.linspace(0, 1, n))} for r in history])
     plots.plot_task_accuracies({"tasks": varied}, str(tmp_path / "b.png"))
     ax = figures[-1].axes[0]
     assert len(curves(ax)) == n and ax.get_legend() is None  # 30 entries would hide it
@@ -228,6 +231,7 @@ def test_recalibrated_evaluation_snapshots_exact_statistics():
     model = small_model()
     result = train_sequence(model, tasks, batch_size=32, recalibrate_bn=True, progress=False)
     assert result.config["recalibrate_bn"] is True
+    assert "BatchNorm protocol: per_task, recalibrated" in result.table()
     # The last task's snapshot holds the exact statistics of its training inputs under the
     # final weights (Keras' moving averages differ from them).
     recalibrate_batchnorm(model, tasks[1].train)

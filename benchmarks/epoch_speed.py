@@ -32,23 +32,29 @@ from larq_meta import MetaplasticAdam  # noqa: E402
 from larq_meta.tasks import make_dataset, permuted_mnist  # noqa: E402
 
 #: name -> (paper_mlp compute_dtype, model.compile jit_compile, Keras dtype policy of the
-#: model, model.compile steps_per_execution)
+#: model, model.compile steps_per_execution, optimizer)
 CONFIGS = {
-    "float32": ("float32", False, None, 1),
-    "float32_jit": ("float32", True, None, 1),
-    "float32_jit_spe50": ("float32", True, None, 50),
-    "bfloat16_jit": ("bfloat16", True, None, 1),
-    "bfloat16_jit_spe50": ("bfloat16", True, None, 50),
+    "float32": ("float32", False, None, 1, "metaplastic"),
+    "float32_jit": ("float32", True, None, 1, "metaplastic"),
+    "float32_jit_spe50": ("float32", True, None, 50, "metaplastic"),
+    "bfloat16_jit": ("bfloat16", True, None, 1, "metaplastic"),
+    "bfloat16_jit_spe50": ("bfloat16", True, None, 50, "metaplastic"),
     # For the record: Keras' mixed_bfloat16 policy on the whole model (what does not pay).
-    "keras_mixed_bfloat16_jit": ("float32", True, "mixed_bfloat16", 1),
-    "keras_mixed_bfloat16": ("float32", False, "mixed_bfloat16", 1),
+    "keras_mixed_bfloat16_jit": ("float32", True, "mixed_bfloat16", 1, "metaplastic"),
+    "keras_mixed_bfloat16": ("float32", False, "mixed_bfloat16", 1, "metaplastic"),
+    # Bounds, not training: SGD with learning rate 0 keeps the forward and backward pass but
+    # replaces the Adam/metaplastic update (several passes over weights and moments) by one
+    # cheap pass, so these epochs show what a step costs without the optimizer's work.
+    "float32_jit_sgd0": ("float32", True, None, 1, "sgd0"),
+    "bfloat16_jit_sgd0": ("bfloat16", True, None, 1, "sgd0"),
 }
+CONFIG_FIELDS = ("compute_dtype", "jit_compile", "keras_policy", "steps_per_execution", "optimizer")
 DEFAULT_CONFIGS = ("float32", "float32_jit", "bfloat16_jit", "float32_jit_spe50", "bfloat16_jit_spe50")
 BATCH = 100
 
 
 def build(config: str, seed: int = 0) -> tf.keras.Model:
-    compute_dtype, jit, policy, steps_per_execution = CONFIGS[config]
+    compute_dtype, jit, policy, steps_per_execution, optimizer = CONFIGS[config]
     tf.keras.utils.set_random_seed(seed)
     previous = tf.keras.mixed_precision.global_policy()
     if policy:
@@ -58,7 +64,11 @@ def build(config: str, seed: int = 0) -> tf.keras.Model:
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
     model.compile(
-        optimizer=MetaplasticAdam(m=1.35, learning_rate=0.005),
+        optimizer=(
+            MetaplasticAdam(m=1.35, learning_rate=0.005)
+            if optimizer == "metaplastic"
+            else tf.keras.optimizers.SGD(learning_rate=0.0)
+        ),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=jit,
@@ -165,8 +175,7 @@ def main():
         "benchmark": "epoch_speed",
         "model": "paper_mlp((1024, 1024)), MetaplasticAdam(m=1.35, lr=0.005), batch 100, "
         "600 steps/epoch, make_dataset pipeline, evaluation excluded",
-        "configs": {n: dict(zip(("compute_dtype", "jit_compile", "keras_policy", "steps_per_execution"), CONFIGS[n]))
-                    for n in args.configs},
+        "configs": {n: dict(zip(CONFIG_FIELDS, CONFIGS[n])) for n in args.configs},
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
         f"{_cpu_name()}",

@@ -299,7 +299,7 @@ def binary_convnet(
     init_width: float = 0.1,
     name: str = "binary_convnet",
 ) -> tf.keras.Model:
-    """A small binarized convnet (the reference's `ConvBNN`, made LCE-friendly).
+    """A small binarized convnet for MNIST-sized images and LCE export (see also `paper_convnet`).
 
     Every convolution after the first is a binary `QuantConv2D` (sign input, sign kernel),
     which Larq Compute Engine turns into `LceBconv2d`. The first convolution takes the

@@ -48,7 +48,9 @@ CONFIGS = {
     "float32_jit_sgd0": ("float32", True, None, 1, "sgd0"),
     "bfloat16_jit_sgd0": ("bfloat16", True, None, 1, "sgd0"),
 }
-CONFIG_FIELDS = ("compute_dtype", "jit_compile", "keras_policy", "steps_per_execution", "optimizer")
+CONFIG_FIELDS = (
+    "compute_dtype", "jit_compile", "keras_policy", "steps_per_execution", "optimizer"
+)
 DEFAULT_CONFIGS = ("float32", "float32_jit", "bfloat16_jit", "float32_jit_spe50", "bfloat16_jit_spe50")
 BATCH = 100
 

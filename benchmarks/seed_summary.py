@@ -54,8 +54,8 @@ def stats(by_seed: dict[int, list[float]]) -> dict:
     }
 
 
-def _cell(values) -> str:
-    return " / ".join(f"{v:.1f}" for v in values) if values is not None else ""
+def _cell(values, digits: int = 1, sign: str = "") -> str:
+    return " / ".join(f"{v:{sign}.{digits}f}" for v in values) if values is not None else ""
 
 
 def main():
@@ -69,12 +69,12 @@ def main():
     for m in args.m:
         runs = {"reference": reference(m), "larq-meta": ours(m)}
         entry = {name: {"by_seed": by_seed, **stats(by_seed)} for name, by_seed in runs.items()}
-        ref, own = entry["reference"], entry["larq-meta"]
-        if ref["n"] > 1 and own["n"] > 1:
+        ref, own = (np.array(list(runs[name].values())) for name in ("reference", "larq-meta"))
+        if len(ref) > 1 and len(own) > 1:
             # Difference of the means and its standard error (unequal variances).
-            entry["difference_of_means"] = (np.subtract(own["mean"], ref["mean"])).round(2).tolist()
+            entry["difference_of_means"] = (own.mean(0) - ref.mean(0)).round(2).tolist()
             entry["standard_error_of_difference"] = np.sqrt(
-                np.square(own["std"]) / own["n"] + np.square(ref["std"]) / ref["n"]
+                own.var(0, ddof=1) / len(own) + ref.var(0, ddof=1) / len(ref)
             ).round(2).tolist()
         summary["by_m"][str(m)] = entry
         for name, by_seed in runs.items():
@@ -95,8 +95,8 @@ def main():
         if "difference_of_means" in entry:
             print(
                 f"m = {float(m):g}: larq-meta - reference = "
-                f"{_cell(entry['difference_of_means'])} points "
-                f"(standard error {_cell(entry['standard_error_of_difference'])})"
+                f"{_cell(entry['difference_of_means'], 2, sign='+')} points "
+                f"(standard error {_cell(entry['standard_error_of_difference'], 2)})"
             )
     summary["table_markdown"] = "\n".join(lines)
     with open(args.output, "w") as f:

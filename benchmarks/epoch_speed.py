@@ -175,8 +175,9 @@ def main():
 
     result = {
         "benchmark": "epoch_speed",
-        "model": "paper_mlp((1024, 1024)), MetaplasticAdam(m=1.35, lr=0.005), batch 100, "
-        "600 steps/epoch, make_dataset pipeline, evaluation excluded",
+        "model": "paper_mlp((1024, 1024)), MetaplasticAdam(m=1.35, lr=0.005) (SGD with lr 0 "
+        "for the *_sgd0 bounds), batch 100, 600 steps/epoch, make_dataset pipeline, "
+        "evaluation excluded",
         "configs": {n: dict(zip(CONFIG_FIELDS, CONFIGS[n])) for n in args.configs},
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "

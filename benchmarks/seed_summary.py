@@ -67,15 +67,14 @@ def difference(baseline: dict, candidate: dict, paired: bool) -> dict:
     """Candidate minus baseline: difference of the means and its standard error."""
     if paired:  # same seeds on both sides: the per-seed differences
         seeds = sorted(set(baseline) & set(candidate))
+        if len(seeds) < 2:
+            return {}
         d = np.array([np.subtract(candidate[s], baseline[s]) for s in seeds])
-        error = d.std(axis=0, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else None
-        mean = d.mean(axis=0) if len(d) else None
+        mean, error = d.mean(axis=0), d.std(axis=0, ddof=1) / np.sqrt(len(d))
     else:  # independent samples, unequal variances
         a, b = (np.array(list(x.values())) for x in (baseline, candidate))
         mean = b.mean(axis=0) - a.mean(axis=0)
         error = np.sqrt(a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b))
-    if mean is None or error is None:
-        return {}
     return {
         "difference_of_means": mean.round(2).tolist(),
         "standard_error_of_difference": error.round(2).tolist(),

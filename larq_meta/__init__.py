@@ -2,10 +2,14 @@
 
 Importing this package first makes `tf.keras` resolve to legacy Keras (`tf-keras`), which
 larq needs on TensorFlow >= 2.16 (it sets `TF_USE_LEGACY_KERAS=1` unless already set).
+Submodules load on first use (`larq_meta.models`, `from larq_meta import MetaplasticAdam`),
+so `import larq_meta` itself does not import TensorFlow.
 """
 
 import importlib
 import os
+
+from larq_meta._version import __version__
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probes, CPU features) is noise for a CPU
 # user; warnings and errors still show. Set TF_CPP_MIN_LOG_LEVEL yourself to change it.
@@ -13,47 +17,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from larq_meta._legacy_keras import ensure_legacy_keras  # noqa: E402
 
-ensure_legacy_keras()
+ensure_legacy_keras(import_tensorflow=False)
 
-from larq_meta import (  # noqa: E402
-    batchnorm,
-    callbacks,
-    metrics,
-    models,
-    optimizers,
-    plots,
-    tasks,
-    training,
-)
-from larq_meta.optimizers import MetaplasticAdam  # noqa: E402
-
-__version__ = "0.1.0"
-
-# Modules with optional dependencies (keras-tuner, larq-compute-engine, tensorflow-datasets)
-# or heavier imports load on first use: `larq_meta.tuning`, `larq_meta.export`, ...
-_LAZY = ("analysis", "cli", "consolidation", "datasets", "export", "tuning")
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return importlib.import_module(f"larq_meta.{name}")
-    raise AttributeError(f"module 'larq_meta' has no attribute {name!r}")
-
-
-__all__ = [
-    "MetaplasticAdam",
-    "analysis",
+_MODULES = (
+    "analysis",  # being split into hidden_weights and quadratic
     "batchnorm",
     "callbacks",
+    "checkpoint",
     "consolidation",
     "datasets",
     "export",
+    "hidden_weights",
     "metrics",
     "models",
     "optimizers",
     "plots",
+    "quadratic",
     "tasks",
     "training",
     "tuning",
-    "__version__",
-]
+)
+_NAMES = {"MetaplasticAdam": "optimizers"}
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        ensure_legacy_keras()
+        return importlib.import_module(f"larq_meta.{name}")
+    if name in _NAMES:
+        ensure_legacy_keras()
+        return getattr(importlib.import_module(f"larq_meta.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'larq_meta' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_MODULES, *_NAMES])
+
+
+__all__ = ["MetaplasticAdam", *_MODULES, "__version__"]

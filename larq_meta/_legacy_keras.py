@@ -21,10 +21,16 @@ def _fail(reason: str) -> None:
     )
 
 
-def ensure_legacy_keras() -> None:
-    """Set `TF_USE_LEGACY_KERAS=1` unless already set, then check that `tf.keras` is Keras 2."""
+def ensure_legacy_keras(import_tensorflow: bool = True) -> None:
+    """Set `TF_USE_LEGACY_KERAS=1` unless already set, then check that `tf.keras` is Keras 2.
+
+    With `import_tensorflow=False` and TensorFlow not imported yet, setting the variable is
+    all there is to do (TensorFlow reads it when it is imported); the check runs later.
+    """
     if os.environ.setdefault(LEGACY_KERAS_VARIABLE, "1") not in _LEGACY_VALUES:
         _fail(f"{LEGACY_KERAS_VARIABLE}={os.environ[LEGACY_KERAS_VARIABLE]!r} asks for Keras 3.")
+    if not import_tensorflow and "tensorflow" not in sys.modules:
+        return
     import tensorflow as tf
 
     if getattr(tf, "_tf_uses_legacy_keras", True) is False:

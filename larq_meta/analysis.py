@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from larq_meta._checks import check_int
+from larq_meta._utils import check_int
 from larq_meta.optimizers import is_binarized, latent
 from larq_meta.tasks import Data, make_dataset
 

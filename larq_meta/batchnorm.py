@@ -152,7 +152,7 @@ def recalibrate_batchnorm(model: tf.keras.Model, data, batch_size: int = 1000) -
     # Raises
         ValueError: a BatchNorm layer whose input cannot be reached (named), or empty `data`.
     """
-    from larq_meta._checks import check_int
+    from larq_meta._utils import check_int
 
     check_int(batch_size, "batch_size", minimum=1)
     bn_class = tf.keras.layers.BatchNormalization

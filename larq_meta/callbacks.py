@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from larq_meta._checks import check_int
+from larq_meta._utils import check_int
 from larq_meta.batchnorm import (
     check_bn_protocol,
     recalibrate_batchnorm,

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from larq_meta._checks import check_int
+from larq_meta._utils import check_int
 from larq_meta.batchnorm import batchnorm_layers
 from larq_meta.optimizers import is_binarized, latent
 from larq_meta.tasks import Data, Task, TaskSequence, make_dataset

@@ -136,12 +136,14 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         ```
 
     # Arguments
-        m: Metaplasticity strength, a finite float >= 0. Also accepted: a
+        learning_rate: A float or a `LearningRateSchedule`, the first argument as in every
+            Keras optimizer (`MetaplasticAdam(0.005)`). The paper uses 0.005.
+        m: Metaplasticity strength (keyword-only, like every argument after the learning
+            rate), a finite float >= 0. Also accepted: a
             `tf.keras.optimizers.schedules.LearningRateSchedule` giving `m` as a function of
             the step, or a mapping from layer name to such a value (the key `"*"` gives the
             value for layers the mapping does not name). The paper uses 1.3 to 1.5 for
             permuted MNIST and 2.5 for stream learning. `m=0` is plain Adam.
-        learning_rate: A float or a `LearningRateSchedule`. The paper uses 0.005.
         beta_1: Exponential decay rate of the first moment, in [0, 1).
         beta_2: Exponential decay rate of the second moment, in [0, 1).
         epsilon: Constant for numerical stability, > 0. Keras' default 1e-7; the paper 1e-8.
@@ -164,8 +166,9 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        m: MValue | Mapping[str, MValue] = 1.3,
         learning_rate: float | Schedule = 0.001,
+        *,
+        m: MValue | Mapping[str, MValue] = 1.3,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
@@ -179,9 +182,16 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         ema_overwrite_frequency: int | None = None,
         jit_compile: bool = True,
         name: str = "MetaplasticAdam",
-        resolved_m: list | None = None,
         **kwargs,
     ):
+        # Per-variable `m` of a per-layer mapping as first resolved (a serialization detail:
+        # `from_config` passes it back; see `build`).
+        resolved_m = kwargs.pop("resolved_m", None)
+        if isinstance(learning_rate, bool) or (
+            isinstance(learning_rate, numbers.Real)
+            and not (math.isfinite(learning_rate) and learning_rate >= 0)
+        ):
+            raise ValueError(f"`learning_rate` must be a finite float >= 0, got {learning_rate!r}.")
         # Keras' `weight_decay` is decoupled (AdamW); ours is coupled, so the base class never
         # sees it.
         super().__init__(

@@ -27,7 +27,7 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
-from larq_meta._checks import check_int
+from larq_meta._utils import check_int
 
 __all__ = [
     "SCENARIOS",

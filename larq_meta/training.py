@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_meta import metrics
-from larq_meta._checks import check_int
+from larq_meta._utils import check_int
 from larq_meta.callbacks import TaskEvaluation
 from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset, steps_per_epoch
 

@@ -76,7 +76,7 @@ except ImportError as error:  # pragma: no cover
         "(keras-tuner>=1.4.8,<1.5)."
     ) from error
 
-from larq_meta._checks import check_int
+from larq_meta._utils import check_int
 from larq_meta.batchnorm import BN_PROTOCOLS
 from larq_meta.tasks import Task, TaskSequence, as_sequence
 from larq_meta.training import train_sequence

@@ -1,18 +1,7 @@
-"""The `larq-meta` command: continual-learning runs, analyses, searches and exports.
+"""The sequence experiments: `demo`, `permuted-mnist`, `mnist-fashion`, `split-mnist`, `stream`.
 
-```
-larq-meta demo                          # permuted MNIST, m=0 vs m=1.35, table + plot (~5 min)
-larq-meta permuted-mnist --m 0 1.35     # the paper's Fig. 2 experiment (--paper: full scale)
-larq-meta mnist-fashion --order mnist_first
-larq-meta split-mnist --scenario task
-larq-meta stream --subsets 60
-larq-meta analyze                       # importance vs |W_h|, Fisher correlation, histograms
-larq-meta toy                           # the quadratic binary toy problem (Fig. 5a,b)
-larq-meta tune ...                      # keras-tuner search of m
-larq-meta export MODEL.keras OUT.tflite # Larq Compute Engine flatbuffer, verified
-larq-meta <command> --help
-```
-Every run writes its results (JSON, CSV) and plots (PNG) into `--output`.
+Each trains one model per value of `--m` and writes results (JSON, CSV) and plots (PNG) into
+`--output`.
 """
 
 from __future__ import annotations
@@ -23,38 +12,15 @@ import os
 import sys
 import time
 
-__all__ = ["main", "build_parser"]
+from larq_meta.cli._common import (
+    UsageError,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
-
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
+__all__ = ["register"]
 
 
 # -- shared experiment machinery ---------------------------------------------------------------
@@ -69,7 +35,7 @@ def build_model(method: str, width: int, depth: int, num_classes: int = 10, inpu
     units = (width,) * depth
     if method == "float":
         if compute_dtype != "float32":
-            raise SystemExit(
+            raise UsageError(
                 f"--compute-dtype {compute_dtype} applies to the binarized models only; "
                 "--method float trains a float32 MLP."
             )
@@ -143,7 +109,7 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
 
     recalibrate_bn = getattr(args, "recalibrate_bn", False)
     if recalibrate_bn and args.bn_protocol == "batch_stats":
-        raise SystemExit("--recalibrate-bn needs --bn-protocol per_task or shared: batch_stats "
+        raise UsageError("--recalibrate-bn needs --bn-protocol per_task or shared: batch_stats "
                          "normalizes test batches with their own statistics.")
     os.makedirs(args.output, exist_ok=True)
     depth = getattr(args, "depth", 2)
@@ -243,15 +209,15 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
     group.add_argument("--method", choices=METHODS, default="bnn",
                        help="bnn (MetaplasticAdam on the paper BNN), float (the rule on a float MLP), "
                             "ewc or random-consolidation (EWC baselines on the BNN) (bnn)")
-    group.add_argument("--m", type=_non_negative_float, nargs="+", help="one run per value")
-    group.add_argument("--width", type=_positive_int, help="hidden width")
-    group.add_argument("--epochs", type=_positive_int, help="epochs per task")
-    group.add_argument("--lr", type=_positive_float, default=0.005, help="learning rate (0.005)")
-    group.add_argument("--epsilon", type=_positive_float,
+    group.add_argument("--m", type=non_negative_float, nargs="+", help="one run per value")
+    group.add_argument("--width", type=positive_int, help="hidden width")
+    group.add_argument("--epochs", type=positive_int, help="epochs per task")
+    group.add_argument("--lr", type=positive_float, default=0.005, help="learning rate (0.005)")
+    group.add_argument("--epsilon", type=positive_float,
                        help="Adam epsilon (1e-7; --paper: 1e-8, the reference's)")
-    group.add_argument("--weight-decay", type=_non_negative_float,
+    group.add_argument("--weight-decay", type=non_negative_float,
                        help="coupled L2 (0; --paper: 1e-7, the reference's)")
-    group.add_argument("--batch-size", type=_positive_int, default=100, help="batch size (100)")
+    group.add_argument("--batch-size", type=positive_int, default=100, help="batch size (100)")
     group.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
                        help="bfloat16: the binary matrix products take bfloat16 operands "
                             "(exact signs, float32 sums); about 1.2x faster with XLA (float32)")
@@ -261,17 +227,17 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
                        help="evaluate (and snapshot) BatchNorm with exact statistics of the "
                             "current task's training inputs instead of the moving averages "
                             "(needed at 4096 units trained long; not with batch_stats)")
-    group.add_argument("--ewc-lambda", type=_non_negative_float, default=5000.0,
+    group.add_argument("--ewc-lambda", type=non_negative_float, default=5000.0,
                        help="EWC lambda (5000)")
-    group.add_argument("--fisher-samples", type=_positive_int, default=5000,
+    group.add_argument("--fisher-samples", type=positive_int, default=5000,
                        help="samples for the empirical Fisher (5000)")
-    group.add_argument("--train-size", type=_positive_int, help="use only this many training images")
+    group.add_argument("--train-size", type=positive_int, help="use only this many training images")
     run = parser.add_argument_group("run")
     run.add_argument("--paper", action="store_true", help=paper_help)
-    run.add_argument("--seed", type=int, default=1, help="seed of data order, init, permutations (1)")
+    run.add_argument("--seed", type=non_negative_int, default=1, help="seed of data order, init, permutations (1)")
     run.add_argument("--deterministic", action="store_true",
                      help="enable TensorFlow op determinism (identical reruns)")
-    run.add_argument("--evaluate-every", type=_positive_int,
+    run.add_argument("--evaluate-every", type=positive_int,
                      help="test every task every n epochs and at each task's end (1; stream "
                           "--paper: 20, once per subset)")
     run.add_argument("--checkpoint", action="store_true",
@@ -371,7 +337,7 @@ def stream(args: argparse.Namespace) -> int:
     args.num_classes = 10
     tasks = stream_fashion_mnist(num_subsets=args.subsets, seed=args.seed)
     if args.train_size:
-        raise SystemExit("--train-size does not apply to streams: use --subsets.")
+        raise UsageError("--train-size does not apply to streams: use --subsets.")
     # No task-boundary signal: the optimizer state carries over from subset to subset.
     run_experiment(
         tasks, args, title=f"Stream Fashion-MNIST, {args.subsets} subsets",
@@ -380,10 +346,10 @@ def stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_experiment(subparsers, name, func, paper_help, extra=None):
+def _add_experiment(subparsers, common, name, func, paper_help, extra=None):
     parser = subparsers.add_parser(
         name, help=func.__doc__.splitlines()[0], description=func.__doc__,
-        parents=[_experiment_parser(paper_help)],
+        parents=[common, _experiment_parser(paper_help)],
     )
     if extra:
         extra(parser)
@@ -392,92 +358,50 @@ def _add_experiment(subparsers, name, func, paper_help, extra=None):
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="larq-meta",
-        description="Synaptic metaplasticity for binarized neural networks (Laborieux et al. 2021).",
-    )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
+def register(subparsers, common) -> None:
+    """Add the sequence experiments to the `larq-meta` parser."""
 
     p = subparsers.add_parser(
         "demo", help="permuted MNIST, m=0 vs m=1.35, table and plot (~5 min on 2 cores)",
-        description=demo.__doc__,
+        description=demo.__doc__, parents=[common],
     )
-    p.add_argument("--tasks", type=_positive_int, default=3, help="number of tasks (3)")
-    p.add_argument("--width", type=_positive_int, default=256, help="hidden width (256)")
-    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per task (10)")
-    p.add_argument("--m", type=_non_negative_float, default=1.35, help="metaplastic m (1.35)")
-    p.add_argument("--lr", type=_positive_float, default=0.005, help="learning rate (0.005)")
-    p.add_argument("--seed", type=int, default=1, help="seed of permutations, init, order (1)")
-    p.add_argument("--train-size", type=_positive_int, help="use only this many training images")
+    p.add_argument("--tasks", type=positive_int, default=3, help="number of tasks (3)")
+    p.add_argument("--width", type=positive_int, default=256, help="hidden width (256)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs per task (10)")
+    p.add_argument("--m", type=non_negative_float, default=1.35, help="metaplastic m (1.35)")
+    p.add_argument("--lr", type=positive_float, default=0.005, help="learning rate (0.005)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="seed of permutations, init, order (1)")
+    p.add_argument("--train-size", type=positive_int, help="use only this many training images")
     p.add_argument("--no-jit", dest="jit", action="store_false",
                    help="do not compile the training step with XLA")
     p.add_argument("--output", default="runs/demo", help="output folder (runs/demo)")
     p.set_defaults(func=demo)
 
     _add_experiment(
-        subparsers, "permuted-mnist", permuted,
+        subparsers, common, "permuted-mnist", permuted,
         "paper scale: 6 tasks, 784-4096-4096-10, 40 epochs per task, weight decay 1e-7",
-        extra=lambda q: q.add_argument("--tasks", type=_positive_int, help="number of tasks"),
+        extra=lambda q: q.add_argument("--tasks", type=positive_int, help="number of tasks"),
     )
     _add_experiment(
-        subparsers, "mnist-fashion", mnist_fashion,
+        subparsers, common, "mnist-fashion", mnist_fashion,
         "paper scale: 4096-4096, 50 epochs per task, m 1.5, weight decay 1e-7",
         extra=lambda q: q.add_argument(
             "--order", choices=("mnist_first", "fashion_first"), default="mnist_first",
             help="which data set first (mnist_first)"),
     )
     _add_experiment(
-        subparsers, "split-mnist", split, "1024-1024, 20 epochs per task",
+        subparsers, common, "split-mnist", split, "1024-1024, 20 epochs per task",
         extra=lambda q: q.add_argument(
             "--scenario", choices=("task", "class"), default="task",
             help="task-incremental (task identity known at test) or class-incremental (task)"),
     )
     _add_experiment(
-        subparsers, "stream", stream,
+        subparsers, common, "stream", stream,
         "paper scale: 60 subsets, 1024-1024, 20 epochs per subset, m 2.5, tested once per subset "
         "(7-8 min per value of m on 2 CPU cores)",
         extra=lambda q: (
-            q.add_argument("--subsets", type=_positive_int, help="number of subsets"),
+            q.add_argument("--subsets", type=positive_int, help="number of subsets"),
             # every subset is tested on the same full test set with the network as it is now
             q.set_defaults(bn_protocol="shared"),
         ),
     )
-    _add_tool_commands(subparsers)
-    return parser
-
-
-def _add_tool_commands(subparsers) -> None:
-    """Commands whose options live with their module (their own argparse parsers)."""
-    tools = {
-        "analyze": ("larq_meta.analysis", "analysis_main",
-                    "hidden-weight analysis: importance vs |W_h|, Fisher correlation"),
-        "toy": ("larq_meta.analysis", "toy_main", "the quadratic binary toy problem (Fig. 5a,b)"),
-        "tune": ("larq_meta.tuning", "tune_main", "keras-tuner search of m (and the learning rate)"),
-        "export": ("larq_meta.export", "export_main",
-                   "Larq Compute Engine flatbuffer of a trained model, verified"),
-    }
-    for name, (module, function, help_text) in tools.items():
-        p = subparsers.add_parser(name, help=help_text, add_help=False)
-        p.set_defaults(tool=(module, function))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `larq-meta` console command."""
-    _quiet_tensorflow()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, rest = build_parser().parse_known_args(argv)
-    if hasattr(args, "tool"):
-        import importlib
-
-        module, function = args.tool
-        return getattr(importlib.import_module(module), function)(rest)
-    if rest:
-        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
-    import larq_meta  # noqa: F401  (legacy Keras before anything else touches TensorFlow)
-
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Helpers shared by the modules (private): argument checks, atomic file writes, layer
+walking, JSON conversion and matplotlib set-up. One home each; no module re-implements them."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+
+# -- argument checks ------------------------------------------------------------------------------
+
+
+def check_int(value, argument: str, minimum: int = 1) -> int:
+    """`value` as an int >= `minimum` (Python or numpy integer, not bool), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"`{argument}` must be {expected}, got {value!r}.")
+    return int(value)
+
+
+def check_float(
+    value, argument: str, *, minimum: float | None = None, positive: bool = False,
+    maximum: float | None = None,
+) -> float:
+    """`value` as a finite float (not bool) within the bounds, else ValueError naming them."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and math.isfinite(value)
+        and (minimum is None or value >= minimum)
+        and (not positive or value > 0)
+        and (maximum is None or value <= maximum)
+    )
+    if not ok:
+        bounds = []
+        if positive:
+            bounds.append("> 0")
+        if minimum is not None:
+            bounds.append(f">= {minimum:g}")
+        if maximum is not None:
+            bounds.append(f"<= {maximum:g}")
+        expected = "a finite float" + (" " + " and ".join(bounds) if bounds else "")
+        raise ValueError(f"`{argument}` must be {expected}, got {value!r}.")
+    return float(value)
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> str:
+    """Write `data` to `path` through a temporary file in the same folder and one rename, so a
+    reader (or a crash) sees the old file or the new one, never a part. The file gets the
+    mode a plain `open` would (0o666 less the umask). Returns `path` as a str."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than one call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def json_default(value):
+    """`json.dump(default=...)` for numpy scalars and arrays (anything else: its str)."""
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+# -- Keras models ---------------------------------------------------------------------------------
+
+
+def iter_layers(model) -> Iterator:
+    """Every layer of `model`, nested models expanded (not yielded themselves), in order."""
+    import tensorflow as tf
+
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            yield from iter_layers(layer)
+        else:
+            yield layer
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (unless MPLBACKEND chooses another)."""
+    import matplotlib
+
+    if os.environ.get("MPLBACKEND") is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike) -> str:
+    """Save `fig` as PNG at `path` (folders created), close it, return the path."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    pyplot().close(fig)
+    return path

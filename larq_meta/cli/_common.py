@@ -1,0 +1,84 @@
+"""What every `larq-meta` command shares: argument types, the usage error, output helpers.
+
+The exit-code rule of the whole command line: 0 success, 2 a usage error (argparse's own, or
+`UsageError` raised by a command after parsing), 1 a failure while running. A failure prints
+one line, `larq-meta <command>: error: <message>`, naming the argument or file; the traceback
+only with `--verbose`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+
+class UsageError(Exception):
+    """A command's arguments do not fit together (exit 2, like argparse's own errors)."""
+
+
+# -- argparse types: each error names the expected value ------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    return _int(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _int(text, 0, "an integer >= 0")
+
+
+def _int(text: str, minimum: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0, got 0")
+    return value
+
+
+def existing_file(text: str) -> str:
+    """A path to an existing regular file (a folder or a device is refused by name)."""
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text}: not a regular file")
+    return text
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every command takes (added through `parents=`)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="show TensorFlow's logs and, on failure, the full traceback",
+    )
+    return parser
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a failure: the file and the reason for OS errors, else the message."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    if not isinstance(error, (ValueError, OSError, RuntimeError, KeyError)):
+        text = f"{type(error).__name__}: {text}"
+    return text

@@ -41,6 +41,9 @@ def ensure_legacy_keras(import_tensorflow: bool = True) -> None:
 
         tf.__path__.insert(0, module_util.get_parent_dir_for_name("tf_keras.api._v2.keras"))
         tf._tf_uses_legacy_keras = True
-    # tf-keras on TF >= 2.16 is `tf_keras.api._v2.keras`; TF <= 2.15 bundles `keras.api._v2.keras`.
-    if "api._v2" not in tf.keras.__name__:
-        _fail(f"`tf.keras` is `{tf.keras.__name__}` (Keras 3).")
+    # Keras 2 is tf-keras (`tf_keras.src.engine...`) on TF >= 2.16, bundled `keras.src.engine`
+    # on TF 2.15; Keras 3's layers live in `keras.src.layers`. (The module's `__name__` is no
+    # guide: importing larq renames it `tensorflow.keras`.)
+    layer_module = tf.keras.layers.Layer.__module__
+    if not layer_module.startswith(("tf_keras.", "keras.src.engine.")):
+        _fail(f"`tf.keras` is Keras 3 (its layers come from `{layer_module}`).")

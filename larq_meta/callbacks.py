@@ -1,24 +1,35 @@
-"""Keras callbacks for continual learning.
+"""Keras callbacks for continual learning, with one task protocol.
 
-`TaskEvaluation` evaluates the model on every task of a sequence at the end of each epoch
-and writes the accuracies into `logs`, so `History`, `CSVLogger` and `TensorBoard` record
-them like any other metric. One `model.fit` call is one task: the callback starts the next
-task when `fit` begins and closes the task (BatchNorm snapshot, accuracy-matrix row) when it
-ends.
+A `TaskCallback` is a Keras `Callback` that also hears where tasks begin and end:
+`on_task_begin(task_index, task)` before a task's `model.fit` and `on_task_end(task_index,
+task)` after it. Whoever runs the sequence calls them: `larq_meta.training.train_sequence`
+does, and a hand-written loop does it in two lines (below). The task index comes from that
+caller alone; no callback counts `fit` calls. `get_state()` / `set_state()` give what a
+checkpoint must keep to resume a run (`larq_meta.checkpoint`).
+
+`TaskEvaluation` evaluates every task at the end of each epoch and writes the accuracies
+(and the task number) into `logs`, so `History`, `CSVLogger` and `TensorBoard` record them
+like any other metric. `BatchNormSnapshots` keeps each task's BatchNorm state for the
+paper's evaluation protocol; `HiddenWeightSnapshots` keeps the hidden weights at each task's
+end.
 
 !!! example
     ```python
     tasks = larq_meta.tasks.permuted_mnist(num_tasks=3)
     evaluation = larq_meta.callbacks.TaskEvaluation(tasks, bn_protocol="per_task")
-    for task in tasks:
-        model.fit(*task.train, epochs=2, batch_size=100,
-                  callbacks=[evaluation, tf.keras.callbacks.CSVLogger("log.csv", append=True)])
+    callbacks = [evaluation, tf.keras.callbacks.CSVLogger("log.csv", append=True)]
+    for k, task in enumerate(tasks):
+        evaluation.on_task_begin(k, task)
+        model.fit(larq_meta.tasks.make_dataset(task.train, 100, shuffle=True), epochs=2,
+                  callbacks=callbacks)
+        evaluation.on_task_end(k, task)
     print(evaluation.accuracy_matrix)
     ```
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +44,99 @@ from larq_meta.batchnorm import (
 )
 from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset
 
-__all__ = ["TaskEvaluation"]
+__all__ = [
+    "BatchNormSnapshots",
+    "HiddenWeightSnapshots",
+    "TaskCallback",
+    "TaskEvaluation",
+    "task_callbacks",
+]
+
+
+class TaskCallback(tf.keras.callbacks.Callback):
+    """A Keras callback that also hears where tasks begin and end.
+
+    Subclasses override any of the Keras hooks and the task hooks below. A sequence runner
+    (`train_sequence`, or your own loop) calls `on_task_begin` before the task's first `fit`
+    and `on_task_end` after its last; `set_model` must have been called (Keras does it in
+    `fit`; `train_sequence` does it before `on_task_begin`).
+
+    !!! example
+        ```python
+        class PrintTask(TaskCallback):
+            def on_task_end(self, task_index, task, logs=None):
+                print(f"finished task {task_index + 1}: {task.name}")
+        ```
+    """
+
+    def on_task_begin(self, task_index: int, task: Task, logs: dict | None = None) -> None:
+        """Called before task `task_index` (0-based) is trained."""
+
+    def on_task_end(self, task_index: int, task: Task, logs: dict | None = None) -> None:
+        """Called after task `task_index` was trained."""
+
+    def get_state(self) -> dict:
+        """What a checkpoint must keep to resume (numpy arrays, numbers, lists, dicts)."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Restore what `get_state` returned."""
+
+
+def task_callbacks(callbacks: Sequence[tf.keras.callbacks.Callback]) -> list[TaskCallback]:
+    """The callbacks in `callbacks` that follow the task protocol (`TaskCallback`s)."""
+    return [c for c in callbacks if isinstance(c, TaskCallback)]
+
+
+class BatchNormSnapshots(TaskCallback):
+    """Save every BatchNorm layer's state (gamma, beta, moving statistics) when a task ends.
+
+    The paper evaluates task `k` with the BatchNorm state saved after task `k`
+    (`TaskEvaluation(bn_protocol="per_task")` reads these snapshots); the snapshots also
+    travel with an exported model (`larq-meta export --bn-snapshots`).
+
+    # Attributes
+        snapshots: One `{layer name: [weights]}` per finished task, in task order.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.snapshots: list[dict] = []
+
+    def on_task_end(self, task_index, task, logs=None):
+        del self.snapshots[task_index:]  # a task trained again replaces its snapshot
+        self.snapshots.append(snapshot_batchnorm(self.model))
+
+    def get_state(self) -> dict:
+        return {"snapshots": list(self.snapshots)}
+
+    def set_state(self, state: dict) -> None:
+        self.snapshots = list(state["snapshots"])
+
+
+class HiddenWeightSnapshots(TaskCallback):
+    """Keep the hidden weights of every binarized kernel when a task ends (for histograms of
+    |W_h| over the sequence, `larq_meta.plots.plot_hidden_weights`).
+
+    # Attributes
+        snapshots: One `{layer name: array}` per finished task, in task order.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.snapshots: list[dict] = []
+
+    def on_task_end(self, task_index, task, logs=None):
+        from larq_meta.hidden_weights import hidden_weights
+
+        del self.snapshots[task_index:]
+        self.snapshots.append(hidden_weights(self.model))
+
+    def get_state(self) -> dict:
+        return {"snapshots": list(self.snapshots)}
+
+    def set_state(self, state: dict) -> None:
+        self.snapshots = list(state["snapshots"])
 
 
 def _data_key(data) -> tuple:
@@ -43,18 +146,17 @@ def _data_key(data) -> tuple:
     return ("arrays", id(data[0]), id(data[1]))
 
 
-class TaskEvaluation(tf.keras.callbacks.Callback):
+class TaskEvaluation(TaskCallback):
     """Evaluate every task at the end of each epoch; keep the accuracy matrix.
 
-    At the end of each epoch it writes to `logs`:
+    At the end of each evaluated epoch it writes to `logs`:
 
-    - `acc_task_<k>` (k = 1..T): test accuracy on task k (each task, seen or not);
+    - `task`: the number (1-based) of the task being trained;
+    - `acc_task_<j>` (j = 1..T): test accuracy on task j (each task, seen or not);
     - `acc_mean_seen`: mean accuracy over the tasks trained so far (1..current).
 
-    When a `fit` call ends, the current task is closed: its BatchNorm state is saved (see
-    `larq_meta.batchnorm`) and row `i` of `accuracy_matrix` (after training task i, accuracy
-    on task j, NaN until known) is filled from the last evaluation. The next `fit` call
-    trains the next task.
+    When a task ends (`on_task_end`), row `i` of `accuracy_matrix` (after training task i,
+    accuracy on task j; NaN until known) is filled from the task's last evaluation.
 
     # Arguments
         tasks: A `TaskSequence` or list of `Task`s, in training order.
@@ -63,27 +165,28 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
             current and future tasks), `"batch_stats"` (the reference code's current
             protocol: test batches normalized with their own statistics, task k's gamma and
             beta), or `"shared"` (the live state for all tasks).
-        batch_size: Test batch size. It matters for `"batch_stats"` (reference: 1000).
+        bn_snapshots: The `BatchNormSnapshots` callback whose snapshots `"per_task"` and
+            `"batch_stats"` use. None: the evaluation keeps its own (and takes its snapshot
+            when a task ends).
+        eval_batch_size: Test batch size. It matters for `"batch_stats"` (reference: 1000).
         log_prefix: Prefix of the `logs` keys, so that several evaluations (e.g. one per
             BatchNorm protocol) can run side by side: `log_prefix="shared/"` writes
             `shared/acc_task_1`, ...
-        evaluate_every: Evaluate every `evaluate_every` epochs and always at a task's last
-            epoch (long runs: testing all tasks after every epoch can cost as much as
-            training). Epochs not evaluated log NaN, so `History` and `CSVLogger` keep one
-            row per epoch.
+        evaluate_every: Evaluate every `evaluate_every`-th epoch (counted over the whole
+            sequence) and always at a task's last epoch. Epochs not evaluated log NaN, so
+            `History` and `CSVLogger` keep one row per epoch.
         recalibrate_bn: Before each evaluation, set the live BatchNorm moving statistics to
             the exact inference-mode statistics of the current task's training inputs
             (`larq_meta.batchnorm.recalibrate_batchnorm`), so the evaluation and the task's
             snapshot use them instead of Keras' moving averages. Costs one pass over the
-            task's training inputs per BatchNorm layer. Not with `"batch_stats"`, which uses
-            no moving statistics.
-        verbose: Print the per-task accuracies after each epoch.
+            task's training inputs per BatchNorm layer. Not with `"batch_stats"`.
+        verbose: Log the per-task accuracies after each evaluation (`logging`, INFO).
 
     # Attributes
         accuracy_matrix: `(T, T)` array, `R[i, j]` = accuracy on task j after task i.
-        history: One record per epoch: `{"task": i, "epoch": e, "accuracies": [...]}`.
-        bn_snapshots: BatchNorm state saved at the end of each finished task.
-        current_task: Index of the task being trained (or next to train).
+        history: One record per evaluation: `{"task": i, "epoch": e, "accuracies": [...]}`,
+            `e` counted from the task's first epoch.
+        task_index: The task being trained (set by `on_task_begin`), None between tasks.
     """
 
     def __init__(
@@ -91,13 +194,22 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         tasks: TaskSequence | Sequence[Task],
         *,
         bn_protocol: str = "per_task",
-        batch_size: int = 1000,
+        bn_snapshots: BatchNormSnapshots | None = None,
+        eval_batch_size: int = 1000,
         log_prefix: str = "",
         evaluate_every: int = 1,
         recalibrate_bn: bool = False,
         verbose: bool = False,
+        batch_size: int | None = None,
     ):
         super().__init__()
+        if batch_size is not None:
+            warnings.warn(
+                "TaskEvaluation(batch_size=...) is deprecated; use eval_batch_size=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            eval_batch_size = batch_size
         self.tasks = as_sequence(tasks)
         self.bn_protocol = check_bn_protocol(bn_protocol)
         if recalibrate_bn and self.bn_protocol == "batch_stats":
@@ -106,15 +218,17 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
                 "batches use their own statistics); use 'per_task' or 'shared'."
             )
         self.recalibrate_bn = bool(recalibrate_bn)
-        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.eval_batch_size = check_int(eval_batch_size, "eval_batch_size", 1)
         self.evaluate_every = check_int(evaluate_every, "evaluate_every", 1)
         self.log_prefix = log_prefix
         self.verbose = verbose
+        self._own_snapshots = bn_snapshots is None
+        self.bn_snapshots = BatchNormSnapshots() if bn_snapshots is None else bn_snapshots
         num_tasks = len(self.tasks)
         self.accuracy_matrix = np.full((num_tasks, num_tasks), np.nan)
         self.history: list[dict] = []
-        self.bn_snapshots: list[dict] = []
-        self.current_task = 0
+        self.task_index: int | None = None
+        self._task_first_epoch: int | None = None
         self._last_accuracies: list[float] | None = None
         # Tasks that share one test set (a stream's subsets) share its pipeline and, when the
         # protocol gives them the same BatchNorm state, its evaluation.
@@ -122,79 +236,120 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         self._test_sets = {}
         for key, task in zip(self._test_keys, self.tasks):
             if key not in self._test_sets:
-                self._test_sets[key] = make_dataset(task.test, batch_size)
+                self._test_sets[key] = make_dataset(task.test, self.eval_batch_size)
         self._predict = None
 
-    # -- state a checkpoint needs -----------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Deprecated name of `eval_batch_size`."""
+        return self.eval_batch_size
+
+    # -- the task protocol -------------------------------------------------------------------
+    def set_model(self, model):
+        super().set_model(model)
+        self.bn_snapshots.set_model(model)
+        self._predict = None
+
+    def on_task_begin(self, task_index, task=None, logs=None):
+        if not 0 <= task_index < len(self.tasks):
+            raise ValueError(
+                f"TaskEvaluation: task index {task_index} is outside the sequence of "
+                f"{len(self.tasks)} tasks."
+            )
+        self.task_index = int(task_index)
+        self._task_first_epoch = None
+        self._last_accuracies = None
+
+    def on_task_end(self, task_index, task=None, logs=None):
+        self._require_task("on_task_end")
+        if self._last_accuracies is None:  # no epoch ran: evaluate the model as it is
+            self._last_accuracies = self.evaluate()
+        self.accuracy_matrix[self.task_index] = self._last_accuracies
+        if self._own_snapshots:
+            self.bn_snapshots.on_task_end(task_index, task, logs)
+        self.task_index = None
+        self._last_accuracies = None
+
     def get_state(self) -> dict:
-        return {
+        state = {
             "accuracy_matrix": self.accuracy_matrix.copy(),
             "history": list(self.history),
-            "bn_snapshots": list(self.bn_snapshots),
-            "current_task": self.current_task,
+            "task_index": self.task_index,
+            "task_first_epoch": self._task_first_epoch,
             "last_accuracies": self._last_accuracies,
         }
+        if self._own_snapshots:
+            state["bn_snapshots"] = self.bn_snapshots.get_state()
+        return state
 
     def set_state(self, state: dict) -> None:
         self.accuracy_matrix = np.array(state["accuracy_matrix"], dtype=float)
         self.history = list(state["history"])
-        self.bn_snapshots = list(state["bn_snapshots"])
-        self.current_task = int(state["current_task"])
-        self._last_accuracies = state.get("last_accuracies")
+        self.task_index = state["task_index"]
+        self._task_first_epoch = state["task_first_epoch"]
+        self._last_accuracies = state["last_accuracies"]
+        if self._own_snapshots:
+            self.bn_snapshots.set_state(state["bn_snapshots"])
 
     # -- Keras hooks -------------------------------------------------------------------------
-    def on_train_begin(self, logs=None):
-        if self.current_task >= len(self.tasks):
+    def _require_task(self, hook: str) -> None:
+        if self.task_index is None:
             raise RuntimeError(
-                f"TaskEvaluation: all {len(self.tasks)} tasks are finished; a further `fit` has "
-                "no task to train. Use a new callback for a new sequence."
+                f"TaskEvaluation.{hook}: no task has begun. Call "
+                "`on_task_begin(task_index, task)` before each task's `fit` and "
+                "`on_task_end(task_index, task)` after it, or train with "
+                "`larq_meta.training.train_sequence`, which does."
             )
-        self._last_accuracies = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._require_task("on_epoch_begin")
+        if self._task_first_epoch is None:
+            self._task_first_epoch = int(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._require_task("on_epoch_end")
         last = self.params is not None and epoch + 1 == self.params.get("epochs")
+        if logs is not None:
+            logs["task"] = self.task_index + 1
         if not last and (epoch + 1) % self.evaluate_every:
             self._last_accuracies = None
             if logs is not None:
                 logs.update(self.accuracy_logs([float("nan")] * len(self.tasks)))
             return
         if self.recalibrate_bn:
-            recalibrate_batchnorm(self.model, self.tasks[self.current_task].train, self.batch_size)
+            recalibrate_batchnorm(
+                self.model, self.tasks[self.task_index].train, self.eval_batch_size
+            )
         accuracies = self.evaluate()
         self._last_accuracies = accuracies
+        first = self._task_first_epoch if self._task_first_epoch is not None else epoch
         self.history.append(
-            {"task": self.current_task, "epoch": epoch, "accuracies": list(accuracies)}
+            {"task": self.task_index, "epoch": int(epoch - first), "accuracies": list(accuracies)}
         )
         if logs is not None:
             logs.update(self.accuracy_logs(accuracies))
         if self.verbose:
+            import logging
+
             shown = " ".join(f"{a:.4f}" for a in accuracies)
-            print(f"task {self.current_task + 1} epoch {epoch + 1}: test accuracies {shown}")
+            logging.getLogger(__name__).info(
+                "task %d epoch %d: test accuracies %s", self.task_index + 1, epoch + 1, shown
+            )
 
-    def on_train_end(self, logs=None):
-        self.end_task()
-
-    # -- the protocol ------------------------------------------------------------------------
+    # -- evaluation --------------------------------------------------------------------------
     def accuracy_logs(self, accuracies: Sequence[float]) -> dict[str, float]:
-        seen = accuracies[: self.current_task + 1]
+        """The `logs` entries for one evaluation (`acc_task_<j>`, `acc_mean_seen`)."""
+        current = 0 if self.task_index is None else self.task_index
         logs = {f"acc_task_{j + 1}": float(a) for j, a in enumerate(accuracies)}
-        logs["acc_mean_seen"] = float(np.mean(seen))
+        logs["acc_mean_seen"] = float(np.mean(accuracies[: current + 1]))
         return {self.log_prefix + key: value for key, value in logs.items()}
-
-    def end_task(self) -> None:
-        """Close the current task: snapshot BatchNorm, fill its accuracy-matrix row."""
-        if self._last_accuracies is None:  # fit ran no epoch: evaluate the model as it is
-            self._last_accuracies = self.evaluate()
-        self.accuracy_matrix[self.current_task] = self._last_accuracies
-        self.bn_snapshots.append(snapshot_batchnorm(self.model))
-        self.current_task += 1
-        self._last_accuracies = None
 
     def bn_state_for(self, task_index: int) -> dict | None:
         """The BatchNorm snapshot to evaluate `task_index` with (None: the live state)."""
-        if self.bn_protocol == "shared" or task_index >= len(self.bn_snapshots):
+        snapshots = self.bn_snapshots.snapshots
+        if self.bn_protocol == "shared" or task_index >= len(snapshots):
             return None
-        return self.bn_snapshots[task_index]
+        return snapshots[task_index]
 
     def evaluate(self) -> list[float]:
         """Test accuracy on every task, each with the BatchNorm state the protocol gives it."""
@@ -218,8 +373,7 @@ class TaskEvaluation(tf.keras.callbacks.Callback):
         correct = total = 0
         with using_batchnorm(self.model, state):
             for x, y in self._test_sets[self._test_keys[j]]:
-                logits = self._predict(x)
-                predictions = self._predictions(logits, self.tasks[j])
+                predictions = self._predictions(self._predict(x), self.tasks[j])
                 correct += int(tf.reduce_sum(tf.cast(predictions == tf.cast(y, tf.int64), tf.int32)))
                 total += int(tf.shape(y)[0])
         return correct / total

@@ -22,23 +22,26 @@ Here the penalty is attached to the model with `model.add_loss`, so plain `model
     model = larq_meta.models.paper_mlp(hidden_units=(1024, 1024))
     model.compile(optimizer=larq_meta.MetaplasticAdam(m=0.0, learning_rate=0.005),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    ewc = larq_meta.consolidation.EWC(lambda_=5000, fisher_samples=5000, tasks=tasks)
+    ewc = larq_meta.consolidation.EWC(lambda_=5000, fisher_samples=5000)
     result = larq_meta.training.train_sequence(model, tasks, callbacks=[ewc])
     ```
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
+import warnings
 import weakref
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from larq_meta._utils import check_int
+from larq_meta._utils import check_int, model_outputs_logits
 from larq_meta.batchnorm import batchnorm_layers
+from larq_meta.callbacks import TaskCallback
 from larq_meta.optimizers import is_binarized, latent
 from larq_meta.tasks import Data, Task, TaskSequence, make_dataset
 
@@ -47,11 +50,10 @@ __all__ = [
     "RandomConsolidation",
     "consolidated_variables",
     "empirical_fisher",
-    "ewc_penalty_numpy",
     "shuffle_fisher",
 ]
 
-#: Memory budget (bytes) of one chunk of per-sample gradients when `batch_size` is automatic.
+#: Memory budget (bytes) of one chunk of per-sample gradients when `fisher_batch_size` is automatic.
 FISHER_CHUNK_BYTES = 256 * 2**20
 
 
@@ -60,30 +62,32 @@ def _variable_key(variable: tf.Variable) -> str:
 
 
 def consolidated_variables(
-    model: tf.keras.Model, variables: str = "binarized"
+    model: tf.keras.Model, apply_to: str = "binarized", **deprecated
 ) -> list[tf.Variable]:
     """The weights EWC consolidates.
 
     # Arguments
         model: A Keras model.
-        variables: `"binarized"` (default): the hidden weights of binarized kernels (larq
+        apply_to: `"binarized"` (default): the hidden weights of binarized kernels (larq
             `QuantizedVariable`s of precision 1). `"all"`: every trainable weight except those
             of BatchNormalization layers (float kernels, biases, binarized kernels).
+            (Formerly `variables=`.)
 
     BatchNorm parameters are never consolidated, as in the reference implementation: the
     evaluation protocols give each task its own BatchNorm state instead
     (`larq_meta.batchnorm`).
     """
-    if variables == "binarized":
+    apply_to = _renamed(deprecated, "variables", "apply_to", apply_to)
+    if apply_to == "binarized":
         chosen = [v for v in model.trainable_variables if is_binarized(v)]
-    elif variables == "all":
+    elif apply_to == "all":
         bn = {id(v) for layer in batchnorm_layers(model) for v in layer.weights}
         chosen = [v for v in model.trainable_variables if id(v) not in bn]
     else:
-        raise ValueError(f'`variables` must be "binarized" or "all", got {variables!r}.')
-    if not chosen and variables == "binarized":
+        raise ValueError(f'`apply_to` must be "binarized" or "all", got {apply_to!r}.')
+    if not chosen and apply_to == "binarized":
         raise ValueError(
-            'The model has no binarized weights to consolidate (use variables="all" for a '
+            'The model has no binarized weights to consolidate (use apply_to="all" for a '
             "float model)."
         )
     if not chosen:
@@ -91,17 +95,14 @@ def consolidated_variables(
     return chosen
 
 
-def _from_logits(model: tf.keras.Model, from_logits: bool | None) -> bool:
-    """Whether the model outputs logits: explicit, else read from the compiled loss, else True."""
-    if from_logits is not None:
-        return bool(from_logits)
-    loss = getattr(model, "loss", None)
-    if isinstance(loss, str):  # "sparse_categorical_crossentropy" and the like: probabilities
-        return False
-    value = None
-    if hasattr(loss, "get_config"):
-        value = loss.get_config().get("from_logits")
-    return True if value is None else bool(value)
+def _renamed(deprecated: dict, old: str, new: str, value):
+    """The value of argument `new`, taking the deprecated name `old` if it was used."""
+    if old in deprecated:
+        warnings.warn(f"`{old}` is deprecated; use `{new}`.", DeprecationWarning, stacklevel=3)
+        value = deprecated.pop(old)
+    if deprecated:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(deprecated))}")
+    return value
 
 
 def _sample_data(data: Data, num_samples: int, seed: int | None) -> Data:
@@ -162,19 +163,20 @@ def _fisher_function(model, variables, from_logits: bool, element_spec):
 def empirical_fisher(
     model: tf.keras.Model,
     data: Data,
-    num_samples: int = 5000,
+    fisher_samples: int = 5000,
     *,
-    variables: str | Sequence[tf.Variable] = "binarized",
-    batch_size: int | None = None,
+    apply_to: str | Sequence[tf.Variable] = "binarized",
+    fisher_batch_size: int | None = None,
     from_logits: bool | None = None,
     seed: int | None = 0,
+    **deprecated,
 ) -> dict[str, np.ndarray]:
     """Diagonal empirical Fisher information of `model` on `data`.
 
-    `F_i = 1/N sum_n (d log p(y_n | x_n) / d theta_i)²` over `N = min(num_samples, len(data))`
+    `F_i = 1/N sum_n (d log p(y_n | x_n) / d theta_i)²` over `N = min(fisher_samples, len(data))`
     samples, where `y_n` is the true label ("empirical" Fisher), exactly as the reference
     implementation's `estimate_fisher` with batches of size 1. The per-sample gradients are
-    computed `batch_size` samples at a time with `tf.vectorized_map` (one gradient per
+    computed `fisher_batch_size` samples at a time with `tf.vectorized_map` (one gradient per
     sample, not the gradient of a batch mean), so the result is the batch-size-1 value.
 
     The model runs in inference mode (`training=False`): BatchNorm normalizes with its moving
@@ -185,14 +187,16 @@ def empirical_fisher(
         model: A Keras model whose outputs are class scores (logits or probabilities).
         data: `(x, y)` arrays or a `tf.data.Dataset` of unbatched `(x, y)` samples; integer
             labels. Integer images are scaled to `[0, 1]` as in training (`make_dataset`).
-        num_samples: Number of samples (the paper: 5000). With fewer samples, all are used.
-        variables: `"binarized"`, `"all"` (see `consolidated_variables`) or a list of
-            variables.
-        batch_size: Samples per vectorized chunk; None picks one that keeps a chunk's
+        fisher_samples: Number of samples (the paper: 5000). With fewer samples, all are
+            used. (Formerly `num_samples`.)
+        apply_to: `"binarized"`, `"all"` (see `consolidated_variables`) or a list of
+            variables. (Formerly `variables`.)
+        fisher_batch_size: Samples per vectorized chunk; None picks one that keeps a chunk's
             per-sample gradients under `FISHER_CHUNK_BYTES` (256 MiB), at most 64.
+            (Formerly `batch_size`.)
         from_logits: Whether the model outputs logits; None reads it from the compiled loss
             (default True).
-        seed: Seed of the random choice of samples when `data` has more than `num_samples`
+        seed: Seed of the random choice of samples when `data` has more than `fisher_samples`
             (arrays: a uniform choice; a dataset: its first samples after a shuffle with a
             10 000-sample buffer, or its first samples with `seed=None`).
 
@@ -200,13 +204,18 @@ def empirical_fisher(
         A dict variable name (e.g. `"dense_1/kernel:0"`) -> Fisher array of the variable's
         shape (float32).
     """
-    check_int(num_samples, "num_samples")
-    if isinstance(variables, str):
-        variables = consolidated_variables(model, variables)
-    variables = list(variables)
-    logits = _from_logits(model, from_logits)
-    chunk = batch_size or _auto_chunk(variables)
-    dataset = make_dataset(_sample_data(data, int(num_samples), seed), chunk)
+    if "num_samples" in deprecated:
+        fisher_samples = _renamed({"num_samples": deprecated.pop("num_samples")},
+                                  "num_samples", "fisher_samples", fisher_samples)
+    if "batch_size" in deprecated:
+        fisher_batch_size = _renamed({"batch_size": deprecated.pop("batch_size")},
+                                     "batch_size", "fisher_batch_size", fisher_batch_size)
+    apply_to = _renamed(deprecated, "variables", "apply_to", apply_to)
+    check_int(fisher_samples, "fisher_samples")
+    variables = consolidated_variables(model, apply_to) if isinstance(apply_to, str) else list(apply_to)
+    logits = model_outputs_logits(model, from_logits)
+    chunk = fisher_batch_size or _auto_chunk(variables)
+    dataset = make_dataset(_sample_data(data, int(fisher_samples), seed), chunk)
 
     chunk_sum = _fisher_function(model, variables, logits, dataset.element_spec)
     totals = [np.zeros(v.shape, np.float64) for v in variables]
@@ -233,23 +242,8 @@ def shuffle_fisher(fisher: dict[str, np.ndarray], seed: int | None = None) -> di
     }
 
 
-def ewc_penalty_numpy(
-    weights: dict[str, np.ndarray],
-    fishers: Sequence[dict[str, np.ndarray]],
-    anchors: Sequence[dict[str, np.ndarray]],
-    lambda_: float,
-) -> float:
-    """`lambda/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)²` in float64 (a test reference)."""
-    total = 0.0
-    for fisher, anchor in zip(fishers, anchors):
-        for name, f in fisher.items():
-            diff = np.asarray(weights[name], np.float64) - np.asarray(anchor[name], np.float64)
-            total += float(np.sum(np.asarray(f, np.float64) * diff**2))
-    return 0.5 * lambda_ * total
-
-
-class EWC(tf.keras.callbacks.Callback):
-    """Elastic Weight Consolidation as a Keras callback: one `fit` call is one task.
+class EWC(TaskCallback):
+    """Elastic Weight Consolidation as a task callback (`larq_meta.callbacks.TaskCallback`).
 
     When attached (first `on_train_begin`), the callback adds the penalty to the model with
     `model.add_loss(callable)`; the callable reads `tf.Variable`s, so the compiled train step
@@ -259,7 +253,8 @@ class EWC(tf.keras.callbacks.Callback):
     saved with the model (`model.save`) nor in `train_sequence` checkpoints: keep
     `get_state()` yourself to resume a run mid-sequence.
 
-    At the end of each `fit` (`on_train_end`, the end of a task) the callback estimates the
+    At the end of each task (`on_task_end(k, task)`, called by `train_sequence` or your loop)
+    the callback estimates the
     empirical Fisher `F_k` of the consolidated weights on that task's training data
     (`empirical_fisher`, `fisher_samples` samples, per-sample gradients) and adds task `k`
     to the penalty. The sum over tasks is stored in an exactly equivalent, constant-size
@@ -271,29 +266,30 @@ class EWC(tf.keras.callbacks.Callback):
     (as in the reference); pair the callback with a BatchNorm protocol (`TaskEvaluation`'s
     `bn_protocol`) for evaluation.
 
-    Where the Fisher data comes from:
+    Where the Fisher data comes from (`fisher_data`):
 
-    - `tasks` given (a `TaskSequence` or list of `Task`s or of data): the k-th `fit` is task
-      k and its Fisher uses `tasks[k].train` (a seeded random subset of `fisher_samples`).
-    - `tasks=None`: the callback records the last `fisher_samples` training samples the
-      model was fed during the `fit` (inputs exactly as batched, e.g. already scaled), by
-      wrapping `model.train_step`; with shuffled data these are a random subset of the task.
-      This works with any `model.fit` call. It needs one input tensor whose shape (without
-      the batch axis) is fully known, and integer labels.
+    - `"task"` (default): the ended task's training data, `task.train` (a seeded random
+      subset of `fisher_samples`; task `k` uses seed `seed + k`).
+    - `"recorded"`: the last `fisher_samples` training samples the model was fed during the
+      task (inputs exactly as batched, e.g. already scaled), recorded by wrapping
+      `model.train_step`; with shuffled data these are a random subset of the task. It needs
+      one input tensor whose shape (without the batch axis) is fully known, and integer
+      labels.
 
     !!! example
         ```python
-        ewc = EWC(lambda_=5000, fisher_samples=5000)          # or tasks=tasks
-        for task in tasks:
+        ewc = EWC(lambda_=5000, fisher_samples=5000)
+        for k, task in enumerate(tasks):
+            ewc.on_task_begin(k, task)
             model.fit(*task.train, epochs=5, batch_size=100, callbacks=[ewc])
+            ewc.on_task_end(k, task)
         ```
 
     # Arguments
         lambda_: Penalty strength `lambda` (the paper: 5000), a finite float >= 0.
         fisher_samples: Samples of each task used for its Fisher (the paper: 5000).
-        tasks: Where each task's training data is (see above), or None.
-        variables: `"binarized"` (hidden weights of binarized kernels, default) or `"all"`
-            (every trainable non-BatchNorm weight).
+        apply_to: `"binarized"` (hidden weights of binarized kernels, default) or `"all"`
+            (every trainable non-BatchNorm weight). (Formerly `variables`.)
         penalty_on: `"hidden"` (default): the penalty acts on the hidden weights `W_h`
             and anchors `W_h*`. `"sign"`: on `sign(W_h)` with straight-through gradient and
             anchors `sign(W_h*)`, which is what the reference code ends up computing (its
@@ -302,12 +298,13 @@ class EWC(tf.keras.callbacks.Callback):
         shuffle_fisher: Random consolidation: shuffle each layer's Fisher values across its
             weights before use (`shuffle_fisher`).
         seed: Seed of the Fisher sample choice and of the shuffles (task k uses `seed + k`).
+        fisher_data: `"task"` or `"recorded"` (see above).
         fisher_batch_size: Samples per vectorized chunk of per-sample gradients (None: auto).
         from_logits: Whether the model outputs logits (None: from the compiled loss).
-        verbose: Print a line when a task is consolidated.
+        verbose: Log a line (`logging`, INFO) when a task is consolidated.
 
     # Attributes
-        tasks_consolidated: Number of tasks added to the penalty.
+        consolidated_tasks: Indices of the tasks added to the penalty, in order.
         last_fisher: The last task's Fisher (before any shuffle), name -> array.
         last_importance: What was added to the penalty for it (shuffled for random
             consolidation), name -> array.
@@ -324,41 +321,54 @@ class EWC(tf.keras.callbacks.Callback):
         lambda_: float = 5000.0,
         fisher_samples: int = 5000,
         *,
-        tasks: TaskSequence | Sequence[Task] | Sequence[Data] | None = None,
-        variables: str = "binarized",
+        apply_to: str = "binarized",
         penalty_on: str = "hidden",
         shuffle_fisher: bool = False,
         seed: int | None = 0,
+        fisher_data: str = "task",
         fisher_batch_size: int | None = None,
         from_logits: bool | None = None,
         verbose: bool = False,
+        **deprecated,
     ):
         super().__init__()
+        self.task_data = None
+        if "tasks" in deprecated:
+            tasks = deprecated.pop("tasks")
+            warnings.warn(
+                "EWC(tasks=...) is deprecated: the task callback protocol passes each task to "
+                "`on_task_end`.", DeprecationWarning, stacklevel=2,
+            )
+            if tasks is None:  # the old way of asking for recorded samples
+                fisher_data = "recorded"
+            else:
+                self.task_data = [t.train if isinstance(t, Task) else t for t in tasks]
+        apply_to = _renamed(deprecated, "variables", "apply_to", apply_to)
         if isinstance(lambda_, bool) or not isinstance(lambda_, numbers.Real) or not (
             math.isfinite(lambda_) and lambda_ >= 0
         ):
             raise ValueError(f"`lambda_` must be a finite float >= 0, got {lambda_!r}.")
         check_int(fisher_samples, "fisher_samples")
-        if variables not in ("binarized", "all"):
-            raise ValueError(f'`variables` must be "binarized" or "all", got {variables!r}.')
+        if apply_to not in ("binarized", "all"):
+            raise ValueError(f'`apply_to` must be "binarized" or "all", got {apply_to!r}.')
         if penalty_on not in ("hidden", "sign"):
             raise ValueError(f'`penalty_on` must be "hidden" or "sign", got {penalty_on!r}.')
+        if fisher_data not in ("task", "recorded"):
+            raise ValueError(f'`fisher_data` must be "task" or "recorded", got {fisher_data!r}.')
         if fisher_batch_size is not None:
             check_int(fisher_batch_size, "fisher_batch_size")
         self.lambda_ = float(lambda_)
         self.fisher_samples = int(fisher_samples)
-        self.task_data = (
-            None if tasks is None else [t.train if isinstance(t, Task) else t for t in tasks]
-        )
-        self.variables = variables
+        self.apply_to = apply_to
         self.penalty_on = penalty_on
         self.shuffle_fisher = bool(shuffle_fisher)
         self.seed = seed
+        self.fisher_data = fisher_data
         self.fisher_batch_size = fisher_batch_size
         self.from_logits = from_logits
         self.verbose = verbose
 
-        self.tasks_consolidated = 0
+        self.consolidated_tasks: list[int] = []
         self.last_fisher: dict[str, np.ndarray] = {}
         self.last_importance: dict[str, np.ndarray] = {}
         self._attached_to = None
@@ -368,6 +378,11 @@ class EWC(tf.keras.callbacks.Callback):
         self._offset: tf.Variable | None = None
         self._lambda: tf.Variable | None = None
         self._buffer_x = self._buffer_y = self._seen = None
+
+    @property
+    def tasks_consolidated(self) -> int:
+        """Number of tasks added to the penalty."""
+        return len(self.consolidated_tasks)
 
     # -- the penalty -------------------------------------------------------------------------
     def _value(self, variable: tf.Variable) -> tf.Tensor:
@@ -394,7 +409,7 @@ class EWC(tf.keras.callbacks.Callback):
             raise RuntimeError("This EWC callback is attached to another model; use one per model.")
         if not model.built:
             raise ValueError("EWC needs a built model (call it once, or give it an input shape).")
-        self._targets = consolidated_variables(model, self.variables)
+        self._targets = consolidated_variables(model, self.apply_to)
         self._importance = [
             tf.Variable(tf.zeros(v.shape), trainable=False, name="ewc_importance")
             for v in self._targets
@@ -405,7 +420,7 @@ class EWC(tf.keras.callbacks.Callback):
         ]
         self._offset = tf.Variable(0.0, trainable=False, name="ewc_offset")
         self._lambda = tf.Variable(self.lambda_, trainable=False, name="ewc_lambda")
-        if self.task_data is None:
+        if self.fisher_data == "recorded":
             self._install_recorder(model)
         model.add_loss(self.penalty)
         # Cached step functions were traced without the penalty (and the recorder): rebuild.
@@ -418,9 +433,9 @@ class EWC(tf.keras.callbacks.Callback):
         shape = getattr(model, "input_shape", None)
         if not isinstance(shape, tuple) or any(d is None for d in shape[1:]):
             raise ValueError(
-                "EWC without `tasks` records training samples, which needs a model with one "
+                'EWC(fisher_data="recorded") records training samples' ", which needs a model with one "
                 f"input of fully known shape; this model's input shape is {shape!r}. Pass "
-                "`tasks=` instead."
+                '`fisher_data="task"` instead.'
             )
         n = self.fisher_samples
         self._buffer_x = tf.Variable(tf.zeros((n, *shape[1:])), trainable=False, name="ewc_x")
@@ -438,11 +453,11 @@ class EWC(tf.keras.callbacks.Callback):
     def _record(self, x, y) -> None:
         if not tf.is_tensor(x) or y is None or not tf.is_tensor(y):
             raise ValueError(
-                "EWC without `tasks` needs one input tensor and integer labels per batch."
+                'EWC(fisher_data="recorded") needs one input tensor and integer labels per batch.'
             )
         if y.shape.rank is not None and y.shape.rank > 1 and y.shape[-1] != 1:
             raise ValueError(
-                f"EWC without `tasks` needs integer labels, got labels of shape {y.shape} "
+                f'EWC(fisher_data="recorded") needs integer labels' ", got labels of shape {y.shape} "
                 "(one-hot?). Pass `tasks=` or use sparse labels."
             )
         n = self.fisher_samples
@@ -460,43 +475,55 @@ class EWC(tf.keras.callbacks.Callback):
             raise RuntimeError("EWC recorded no training sample during this fit.")
         return self._buffer_x.numpy()[:count], self._buffer_y.numpy()[:count]
 
-    # -- Keras hooks -------------------------------------------------------------------------
+    # -- hooks -------------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._attach(self.model)
-        if self.task_data is not None and self.tasks_consolidated >= len(self.task_data):
-            raise RuntimeError(
-                f"EWC: all {len(self.task_data)} tasks given in `tasks` are consolidated; a "
-                "further fit has no training data for its Fisher."
-            )
+
+    def on_task_begin(self, task_index, task=None, logs=None):
+        self._attach(self.model)
         if self._seen is not None:
             self._seen.assign(0)
 
-    def on_train_end(self, logs=None):
-        self.consolidate()
+    def on_task_end(self, task_index, task=None, logs=None):
+        self.consolidate(task_index=task_index, data=self._task_data(task_index, task))
 
     # -- consolidation -----------------------------------------------------------------------
-    def task_fisher_data(self) -> Data:
-        """The data the Fisher of the task being trained is computed on."""
-        if self.task_data is None:
+    def _task_data(self, task_index: int, task: Task | None) -> Data:
+        """The data the Fisher of the ended task is computed on."""
+        if self.fisher_data == "recorded":
             return self._recorded()
-        return self.task_data[self.tasks_consolidated]
+        if self.task_data is not None:  # deprecated `tasks=`
+            if task_index >= len(self.task_data):
+                raise RuntimeError(
+                    f"EWC: task {task_index + 1} ended, but `tasks` gave data for "
+                    f"{len(self.task_data)} tasks."
+                )
+            return self.task_data[task_index]
+        if task is None:
+            raise ValueError('EWC(fisher_data="task").on_task_end needs the task.')
+        return task.train
 
-    def consolidate(self, data: Data | None = None) -> dict[str, np.ndarray]:
-        """End the current task: estimate its Fisher on `data` (default: the task's training
-        data, see the class docs) and add it to the penalty. Called by `on_train_end`.
+    def consolidate(self, data: Data, task_index: int | None = None) -> dict[str, np.ndarray]:
+        """Add a task to the penalty: estimate its Fisher on `data` (its training data) and
+        anchor the weights at their current values. Called by `on_task_end`.
+
+        # Arguments
+            data: `(x, y)` arrays or a `tf.data.Dataset` (see `empirical_fisher`).
+            task_index: The task's index, for the seed (`seed + task_index`); default: the
+                number of tasks consolidated so far.
 
         # Returns
             The importance added (the Fisher, shuffled for random consolidation).
         """
         self._attach(self.model)
-        k = self.tasks_consolidated
+        k = len(self.consolidated_tasks) if task_index is None else int(task_index)
         seed = None if self.seed is None else self.seed + k
         fisher = empirical_fisher(
             self.model,
-            self.task_fisher_data() if data is None else data,
+            data,
             self.fisher_samples,
-            variables=self._targets,
-            batch_size=self.fisher_batch_size,
+            apply_to=self._targets,
+            fisher_batch_size=self.fisher_batch_size,
             from_logits=self.from_logits,
             seed=seed,
         )
@@ -516,26 +543,27 @@ class EWC(tf.keras.callbacks.Callback):
         self._offset.assign(offset)
         self.last_fisher = fisher
         self.last_importance = importance
-        self.tasks_consolidated += 1
+        self.consolidated_tasks.append(k)
         if self.verbose:
             total = sum(float(np.sum(f)) for f in fisher.values())
-            print(f"EWC: task {k + 1} consolidated (Fisher sum {total:.4g}, "
-                  f"{'shuffled' if self.shuffle_fisher else 'in place'}).")
+            logging.getLogger(__name__).info(
+                "EWC: task %d consolidated (Fisher sum %.4g, %s).", k + 1, total,
+                "shuffled" if self.shuffle_fisher else "in place",
+            )
         return importance
 
     # -- state a checkpoint needs ------------------------------------------------------------
     def get_state(self) -> dict:
         """Accumulated importance, anchors and offset (numpy), to save beside a checkpoint."""
         return {
-            "tasks_consolidated": self.tasks_consolidated,
+            "consolidated_tasks": list(self.consolidated_tasks),
             "importance": [v.numpy() for v in self._importance],
             "anchor": [v.numpy() for v in self._anchor],
             "offset": None if self._offset is None else float(self._offset.numpy()),
         }
 
     def set_state(self, state: dict) -> None:
-        """Restore `get_state()` (the callback must be attached: call after `set_model` and
-        one `on_train_begin`, or `attach(model)`)."""
+        """Restore `get_state()` (attaches the callback to its model first if needed)."""
         if self._attached_to is None:
             if self.model is None:
                 raise RuntimeError("Attach the callback first: `ewc.attach(model)`.")
@@ -545,7 +573,7 @@ class EWC(tf.keras.callbacks.Callback):
         for variable, value in zip(self._anchor, state["anchor"]):
             variable.assign(value)
         self._offset.assign(state["offset"] or 0.0)
-        self.tasks_consolidated = int(state["tasks_consolidated"])
+        self.consolidated_tasks = [int(k) for k in state["consolidated_tasks"]]
 
     def attach(self, model: tf.keras.Model) -> None:
         """Add the penalty to `model` now (otherwise done by the first `fit`)."""

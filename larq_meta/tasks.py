@@ -324,7 +324,7 @@ def permuted_mnist(
         for k, perm in enumerate(permutations)
     )
     return TaskSequence(
-        tasks, scenario="domain", name="permuted_mnist", info={"seed": seed, "num_tasks": num_tasks}
+        tasks, scenario="domain", name="permuted_mnist", info={"seed": seed, "num_tasks": num_tasks, "train_size": train_size, "test_size": test_size}
     )
 
 
@@ -392,7 +392,7 @@ def mnist_fashion(
     names = ["mnist", "fashion_mnist"] if order == "mnist_first" else ["fashion_mnist", "mnist"]
     return TaskSequence(
         tuple(made[n] for n in names), scenario="domain", name="mnist_fashion",
-        info={"order": order},
+        info={"order": order, "train_size": train_size, "test_size": test_size},
     )
 
 
@@ -463,7 +463,7 @@ def split_mnist(
         )
     return TaskSequence(
         tuple(tasks), scenario=scenario, name=f"split_mnist_{scenario}",
-        info={"pairs": [list(g) for g in pairs]},
+        info={"pairs": [list(g) for g in pairs], "train_size": train_size, "test_size": test_size},
     )
 
 

@@ -1,8 +1,13 @@
 """Train a model on a task sequence with `model.fit`, one `fit` call per task.
 
 Data flows one way: data set -> task sequence (`larq_meta.tasks`) -> `model.fit` per task
--> `TaskEvaluation` callback -> `SequenceResult` (accuracy matrix, per-epoch history,
-BatchNorm snapshots, metrics).
+-> task callbacks (`larq_meta.callbacks`: evaluation, BatchNorm snapshots, EWC, ...) ->
+`SequenceResult` (accuracy matrix, per-epoch history, BatchNorm snapshots, metrics).
+
+`train_sequence` is the loop a user would write (see `examples/permuted_mnist.py`) plus
+what a long run needs: the task protocol, epochs numbered over the whole sequence (so
+`TensorBoard` and `CSVLogger` curves run on across tasks), checkpoints and exact resume,
+one progress bar.
 
 !!! example
     ```python
@@ -10,10 +15,7 @@ BatchNorm snapshots, metrics).
     from larq_meta import MetaplasticAdam
 
     tasks = larq_meta.tasks.permuted_mnist(num_tasks=3, seed=1)
-    model = larq_meta.models.paper_mlp(hidden_units=(1024, 1024))
-    model.compile(optimizer=MetaplasticAdam(m=1.35, learning_rate=0.005),
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = larq_meta.models.compiled_paper_mlp((1024, 1024), m=1.35)
     result = larq_meta.training.train_sequence(model, tasks, epochs_per_task=2)
     print(result.table())
     ```
@@ -21,21 +23,24 @@ BatchNorm snapshots, metrics).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from larq_meta import metrics
-from larq_meta._utils import check_int
-from larq_meta.callbacks import TaskEvaluation
+from larq_meta._utils import check_int, json_default, write_atomic, write_json
+from larq_meta.callbacks import BatchNormSnapshots, TaskCallback, TaskEvaluation, task_callbacks
+from larq_meta.checkpoint import SequenceCheckpoint
 from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset, steps_per_epoch
 
-__all__ = ["SequenceResult", "read_sequence_state", "reset_optimizer", "train_sequence"]
+__all__ = ["EpochHistory", "SequenceResult", "reset_optimizer", "train_sequence"]
 
 
 def reset_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> None:
@@ -51,6 +56,33 @@ def reset_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> None:
         variable.assign(tf.zeros_like(variable))
 
 
+def epoch_rows(fit_history: Sequence[Mapping[str, Sequence]]) -> list[dict]:
+    """One row per epoch over the sequence: `task` (1-based), `epoch` (0-based, counted over
+    the whole sequence, as TensorBoard's steps) and every logged value."""
+    rows = []
+    for k, record in enumerate(fit_history):
+        length = len(record.get("epoch", ()))
+        for i in range(length):
+            row = {"task": k + 1, "epoch": int(record["epoch"][i])}
+            row.update(
+                (key, values[i]) for key, values in record.items()
+                if key not in ("task", "epoch") and i < len(values)
+            )
+            rows.append(row)
+    return rows
+
+
+def _csv_text(rows: Sequence[Mapping]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 @dataclasses.dataclass
 class SequenceResult:
     """What a task sequence run produced.
@@ -58,11 +90,16 @@ class SequenceResult:
     # Attributes
         accuracy_matrix: `R[i, j]`, accuracy on task j after training task i.
         task_names: Names of the tasks, in order.
-        history: Per-epoch records `{"task", "epoch", "accuracies"}` across the sequence.
-        fit_history: Keras `History.history` of each task's `fit`.
+        history: One record per evaluation `{"task", "epoch", "accuracies"}` (`epoch`
+            counted from the task's first epoch).
+        fit_history: Per task, every epoch's logs (`loss`, `accuracy`, `acc_task_<j>`,
+            `train_seconds`, `epoch` over the whole sequence, ...), as lists.
         bn_snapshots: BatchNorm state saved at the end of each task.
         bn_protocol: The BatchNorm evaluation protocol used.
-        config: Run settings (epochs, batch size, optimizer config, ...), for results files.
+        recalibrate_bn: Whether exact BatchNorm statistics replaced the moving averages.
+        seconds: Wall-clock time of the run (this process's part of it, if resumed).
+        settings: The caller's settings recorded with the run (`train_sequence(settings=)`).
+        config: The trainer's own settings (epochs, batch size, optimizer config, ...).
     """
 
     accuracy_matrix: np.ndarray
@@ -71,14 +108,16 @@ class SequenceResult:
     fit_history: list[dict]
     bn_snapshots: list[dict]
     bn_protocol: str
+    recalibrate_bn: bool = False
+    seconds: float | None = None
+    settings: dict = dataclasses.field(default_factory=dict)
     config: dict = dataclasses.field(default_factory=dict)
 
     @property
     def bn_description(self) -> str:
         """The BatchNorm protocol as tables and plots name it ("per_task, recalibrated" when
         exact statistics replaced the moving averages)."""
-        recalibrated = self.config.get("recalibrate_bn", False)
-        return f"{self.bn_protocol}, recalibrated" if recalibrated else self.bn_protocol
+        return f"{self.bn_protocol}, recalibrated" if self.recalibrate_bn else self.bn_protocol
 
     @property
     def final_accuracies(self) -> np.ndarray:
@@ -88,6 +127,10 @@ class SequenceResult:
     def metrics(self) -> dict[str, float]:
         """Average accuracy, backward transfer, forgetting, last-task accuracy."""
         return metrics.summarize(self.accuracy_matrix)
+
+    def epoch_rows(self) -> list[dict]:
+        """One row per epoch (see `larq_meta.training.epoch_rows`)."""
+        return epoch_rows(self.fit_history)
 
     def table(self) -> str:
         """The accuracy matrix as a text table (percent), with the BatchNorm protocol."""
@@ -109,41 +152,80 @@ class SequenceResult:
         return {
             "task_names": self.task_names,
             "bn_protocol": self.bn_protocol,
+            "recalibrate_bn": self.recalibrate_bn,
             "accuracy_matrix": self.accuracy_matrix.tolist(),
             "metrics": self.metrics(),
+            "seconds": self.seconds,
+            "settings": self.settings,
             "history": self.history,
             "fit_history": self.fit_history,
             "config": self.config,
         }
 
     def save(self, directory: str) -> dict[str, str]:
-        """Write `results.json` and `accuracy_matrix.csv` into `directory`; returns the paths."""
+        """Write `results.json`, `accuracy_matrix.csv` and `epochs.csv` (one row per epoch,
+        with `task` and the sequence-wide `epoch`) into `directory`, each replaced
+        atomically; returns the paths."""
         os.makedirs(directory, exist_ok=True)
         paths = {
             "json": os.path.join(directory, "results.json"),
             "csv": os.path.join(directory, "accuracy_matrix.csv"),
+            "epochs": os.path.join(directory, "epochs.csv"),
         }
-        with open(paths["json"], "w") as f:
-            json.dump(self.to_dict(), f, indent=2, default=_json_default)
-        with open(paths["csv"], "w") as f:
-            f.write("after_task," + ",".join(self.task_names) + "\n")
-            for name, row in zip(self.task_names, self.accuracy_matrix):
-                f.write(name + "," + ",".join(f"{a:.6f}" for a in row) + "\n")
+        write_json(paths["json"], self.to_dict())
+        lines = ["after_task," + ",".join(self.task_names)]
+        for name, row in zip(self.task_names, self.accuracy_matrix):
+            lines.append(name + "," + ",".join(f"{a:.6f}" for a in row))
+        write_atomic(paths["csv"], "\n".join(lines) + "\n")
+        write_atomic(paths["epochs"], _csv_text(self.epoch_rows()))
         return paths
 
 
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+class EpochHistory(TaskCallback):
+    """Every epoch's logs across the sequence, per task (a resumed run's Keras `History` only
+    sees its own epochs); part of the checkpointed state. With `csv_path`, rewrites that CSV
+    (one row per epoch: `task`, sequence-wide `epoch`, every logged value) atomically after
+    each epoch, so the file never holds a duplicated or a partial row, even across resumes.
+
+    # Arguments
+        csv_path: Optional CSV file kept up to date.
+
+    # Attributes
+        fit_history: Per task, `{log name: [value per epoch]}`.
+    """
+
+    def __init__(self, csv_path: str | None = None):
+        super().__init__()
+        self.csv_path = csv_path
+        self.fit_history: list[dict[str, list]] = []
+        self._task = 0
+
+    def on_task_begin(self, task_index, task=None, logs=None):
+        self._task = task_index
+        del self.fit_history[task_index:]
+        self.fit_history.append({})
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = self.fit_history[self._task]
+        record.setdefault("epoch", []).append(int(epoch))
+        for key, value in (logs or {}).items():
+            if key != "task":
+                record.setdefault(key, []).append(float(value))
+        if self.csv_path is not None:
+            write_atomic(self.csv_path, _csv_text(epoch_rows(self.fit_history)))
+
+    def get_state(self) -> dict:
+        return {"fit_history": self.fit_history, "task": self._task}
+
+    def set_state(self, state: dict) -> None:
+        self.fit_history = [dict(record) for record in state["fit_history"]]
+        self._task = int(state["task"])
 
 
-class _SequenceProgress(tf.keras.callbacks.Callback):
+class _SequenceProgress(TaskCallback):
     """One progress bar over all epochs of the sequence, showing task and accuracies."""
 
-    def __init__(self, total_epochs: int, num_tasks: int, initial: int = 0, first_task: int = 0):
+    def __init__(self, total_epochs: int, num_tasks: int, initial: int = 0):
         super().__init__()
         from tqdm.auto import tqdm
 
@@ -151,11 +233,10 @@ class _SequenceProgress(tf.keras.callbacks.Callback):
             total=total_epochs, initial=initial, unit="epoch", desc="tasks", dynamic_ncols=True
         )
         self.num_tasks = num_tasks
-        self.task = first_task
         self.seen = None
 
-    def on_train_begin(self, logs=None):
-        self.bar.set_description(f"task {self.task + 1}/{self.num_tasks}")
+    def on_task_begin(self, task_index, task=None, logs=None):
+        self.bar.set_description(f"task {task_index + 1}/{self.num_tasks}")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -168,10 +249,8 @@ class _SequenceProgress(tf.keras.callbacks.Callback):
         self.bar.set_postfix(postfix)
         self.bar.update(1)
 
-    def on_train_end(self, logs=None):
-        self.task += 1
-        if self.task == self.num_tasks:
-            self.bar.close()
+    def close(self):
+        self.bar.close()
 
 
 class _EpochTimer(tf.keras.callbacks.Callback):
@@ -186,148 +265,12 @@ class _EpochTimer(tf.keras.callbacks.Callback):
             logs["train_seconds"] = time.perf_counter() - self._start
 
 
-class _EpochRecorder(tf.keras.callbacks.Callback):
-    """Keeps every epoch's logs per task (a resumed run's `History` only sees its own epochs)
-    and, with a checkpoint directory, saves the whole run state after each epoch."""
-
-    def __init__(self, evaluation: TaskEvaluation, checkpoint: _Checkpoint | None):
-        super().__init__()
-        self.evaluation = evaluation
-        self.checkpoint = checkpoint
-        self.fit_history: list[dict[str, list[float]]] = []
-
-    def on_train_begin(self, logs=None):
-        while len(self.fit_history) <= self.evaluation.current_task:
-            self.fit_history.append({})
-
-    def on_epoch_end(self, epoch, logs=None):
-        record = self.fit_history[self.evaluation.current_task]
-        for key, value in (logs or {}).items():
-            record.setdefault(key, []).append(float(value))
-        # A task's last epoch is saved by on_train_end, once every callback has closed the
-        # task (BatchNorm snapshot, EWC consolidation, ...).
-        if self.checkpoint is not None and epoch + 1 < self.params["epochs"]:
-            self.checkpoint.save(self, task=self.evaluation.current_task, epochs_done=epoch + 1)
-
-    def on_train_end(self, logs=None):
-        if self.checkpoint is not None:  # the evaluation has moved on to the next task
-            self.checkpoint.save(self, task=self.evaluation.current_task, epochs_done=0)
-
-
-def _split_arrays(value, arrays: dict):
-    """JSON-able skeleton of `value` with every numpy array moved into `arrays`."""
-    if isinstance(value, np.ndarray):
-        key = f"a{len(arrays)}"
-        arrays[key] = value
-        return {"__array__": key}
-    if isinstance(value, dict):
-        return {k: _split_arrays(v, arrays) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_split_arrays(v, arrays) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
-def _join_arrays(value, arrays):
-    if isinstance(value, dict):
-        if set(value) == {"__array__"}:
-            return arrays[value["__array__"]]
-        return {k: _join_arrays(v, arrays) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_join_arrays(v, arrays) for v in value]
-    return value
-
-
-def read_sequence_state(directory: str) -> dict | None:
-    """The sequence state a checkpointed `train_sequence` run saved in `directory` (None if
-    there is none): `checkpoint` (the model/optimizer checkpoint's name in `directory`, for
-    `tf.train.Checkpoint(model=model).restore`), `task`, `epochs_done`, `evaluation` (with
-    `bn_snapshots` and the accuracy matrix), `fit_history`, `fingerprint` (the settings)."""
-    path = os.path.join(directory, _Checkpoint.STATE)
-    if not os.path.exists(path):
-        return None
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {key: f[key] for key in f.files}
-    return _join_arrays(json.loads(str(arrays.pop("__skeleton__"))), arrays)
-
-
-# Settings that joined the fingerprint after checkpoints were already being written, with
-# the value those older runs used: such a checkpoint still resumes under the same settings.
-_SETTINGS_ADDED_LATER = {"recalibrate_bn": False}
-
-
-class _Checkpoint:
-    """Run state after an epoch: model and optimizer (a `tf.train.Checkpoint`), and the
-    sequence state (position, accuracy matrix, history, BatchNorm snapshots, and the state of
-    every callback with `get_state`/`set_state`, such as `EWC`) in an `.npz` beside it.
-
-    The sequence state is written last, with an atomic rename, and names its checkpoint, so
-    a run killed at any point resumes from the last complete epoch.
-    """
-
-    STATE = "sequence_state.npz"
-
-    def __init__(self, directory: str, model: tf.keras.Model, fingerprint: dict, stateful: list):
-        self.directory = directory
-        self.fingerprint = fingerprint
-        self.model = model
-        self.stateful = stateful
-        self.shuffle_seed: int | None = None
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
-
-    def save(self, recorder: _EpochRecorder, task: int, epochs_done: int) -> None:
-        path = self.manager.save()
-        evaluation = recorder.evaluation
-        state = {
-            "checkpoint": os.path.basename(path),
-            "task": task,
-            "epochs_done": epochs_done,
-            "shuffle_seed": self.shuffle_seed,
-            "evaluation": evaluation.get_state(),
-            "callbacks": [callback.get_state() for callback in self.stateful],
-            "fit_history": recorder.fit_history,
-            "fingerprint": self.fingerprint,
-        }
-        arrays: dict[str, np.ndarray] = {}
-        skeleton = json.dumps(_split_arrays(state, arrays), default=_json_default)
-        tmp = os.path.join(self.directory, "sequence_state.tmp.npz")
-        np.savez(tmp, __skeleton__=np.array(skeleton), **arrays)
-        os.replace(tmp, os.path.join(self.directory, self.STATE))
-
-    def load(self) -> dict | None:
-        """Restore model, optimizer and callbacks from the last complete epoch; return the
-        sequence state."""
-        state = read_sequence_state(self.directory)
-        if state is None:
-            return None
-        saved = {**_SETTINGS_ADDED_LATER, **state["fingerprint"]}
-        if saved != self.fingerprint:
-            changed = sorted(
-                key for key in set(saved) | set(self.fingerprint)
-                if saved.get(key) != self.fingerprint.get(key)
-            )
-            raise ValueError(
-                f"Checkpoint in {self.directory!r} belongs to another run (settings that "
-                f"differ: {', '.join(changed)}); use a new `checkpoint_dir`, or the settings "
-                "it was started with."
-            )
-        if len(state["callbacks"]) != len(self.stateful):
-            raise ValueError(
-                f"Checkpoint in {self.directory!r} saved {len(state['callbacks'])} callback "
-                f"states, but this run has {len(self.stateful)} callbacks with state."
-            )
-        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
-        optimizer.build(self.model.trainable_variables)  # slots must exist to be restored
-        status = self.checkpoint.restore(os.path.join(self.directory, state["checkpoint"]))
-        status.assert_existing_objects_matched()
-        for callback, callback_state in zip(self.stateful, state["callbacks"]):
-            callback.set_model(self.model)
-            callback.set_state(callback_state)
-        return state
-
-
+def _model_signature(model: tf.keras.Model) -> list[str]:
+    """Layer types and weight shapes: a checkpoint of another architecture (width, depth,
+    compute dtype) is refused by name instead of failing on a shape."""
+    layers = [f"{layer.name}:{type(layer).__name__}" for layer in model.layers]
+    weights = [f"{w.name}:{'x'.join(map(str, w.shape))}" for w in model.weights]
+    return layers + weights
 def train_sequence(
     model: tf.keras.Model,
     tasks: TaskSequence | Sequence[Task],
@@ -341,6 +284,9 @@ def train_sequence(
     recalibrate_bn: bool = False,
     shuffle_seed: int | None = None,
     checkpoint_dir: str | None = None,
+    resume_previous: bool = False,
+    settings: Mapping | None = None,
+    epochs_csv: str | None = None,
     deterministic: bool = False,
     callbacks: Sequence[tf.keras.callbacks.Callback] = (),
     progress: bool = True,
@@ -348,8 +294,15 @@ def train_sequence(
 ) -> SequenceResult:
     """Train `model` on each task in turn with `model.fit`, evaluating every task each epoch.
 
+    For task `k` the trainer calls `on_task_begin(k, task)` on every `TaskCallback`, then
+    `model.fit` on the task's shuffled training data, then `on_task_end(k, task)`. Epochs are
+    numbered over the whole sequence (task `k`'s `fit` runs from `initial_epoch` = the epochs
+    of the tasks before it), so `TensorBoard` and `CSVLogger` draw one continuous curve per
+    metric; `logs` carry `task` (1-based), `acc_task_<j>`, `acc_mean_seen` and
+    `train_seconds`.
+
     # Arguments
-        model: A compiled Keras model (e.g. `paper_mlp` with `MetaplasticAdam`).
+        model: A compiled Keras model (e.g. `larq_meta.models.compiled_paper_mlp`).
         tasks: A `TaskSequence` or a list of `Task`s.
         epochs_per_task: Epochs per task, one int or one per task.
         batch_size: Training batch size (the paper: 100).
@@ -362,27 +315,37 @@ def train_sequence(
         evaluate_every: Test every task every `evaluate_every` epochs and at each task's
             end (see `TaskEvaluation`); 1 gives the paper's per-epoch curves.
         recalibrate_bn: Replace Keras' moving BatchNorm statistics by exact ones, computed
-            on the current task's training inputs before each evaluation, so evaluations and
-            snapshots use them (`"per_task"`/`"shared"`; see `TaskEvaluation`). Wide BNNs
-            trained long can need it: see `larq_meta.batchnorm.recalibrate_batchnorm`.
+            on the current task's training inputs before each evaluation (see
+            `TaskEvaluation`). Wide BNNs trained long can need it.
         shuffle_seed: Seed of the per-epoch shuffling; each epoch's order depends only on
             (seed, task, epoch). None draws one seed (recorded in the result's config).
-        checkpoint_dir: Save the run after every epoch (model, optimizer slots, BatchNorm
-            snapshots, accuracy matrix, history, position, and the state of callbacks that
-            have `get_state`/`set_state`, e.g. `EWC`) and, if the directory already holds a
-            checkpoint of the same run, resume from it. With `deterministic=True` a resumed run
-            ends with exactly the numbers of an uninterrupted one.
+        checkpoint_dir: Save the run after every epoch (`larq_meta.checkpoint`: model,
+            optimizer slots, position, and every `TaskCallback`'s state) and, if the folder
+            already holds a checkpoint of the same run, resume from it. A checkpoint of a run
+            with other settings is refused (`CheckpointError` listing them). With
+            `deterministic=True` a resumed run ends with exactly the numbers of an
+            uninterrupted one.
+        resume_previous: Resume from the state one epoch before the latest (kept on disk),
+            when the latest checkpoint files are damaged.
+        settings: The caller's settings that change what the run computes and are not in
+            the trainer's own arguments (e.g. the data set size, the model width): recorded
+            in the result and in the checkpoint, where a resume with other values is refused.
+        epochs_csv: A CSV file rewritten after every epoch (one row per epoch, see
+            `EpochHistory`).
         deterministic: Call `tf.config.experimental.enable_op_determinism()` (process-wide) so
             that two runs with the same seeds give identical numbers (slower).
-        callbacks: Extra Keras callbacks, passed to every `fit` (e.g. `CSVLogger(...,
-            append=True)`, `TensorBoard`, or a second `TaskEvaluation` with another
-            `bn_protocol` and a `log_prefix`); they see the `acc_task_<k>`, `acc_mean_seen`
-            and `train_seconds` (training time of the epoch, evaluation excluded) logs.
+        callbacks: Extra Keras callbacks, passed to every `fit` (e.g. `TensorBoard`, `EWC`,
+            `HiddenWeightSnapshots`, or a second `TaskEvaluation` with another `bn_protocol`
+            and a `log_prefix`); `TaskCallback`s among them get the task hooks and are
+            checkpointed.
         progress: Show a progress bar over the whole sequence.
         verbose: Keras `fit` verbosity per task.
 
     # Returns
         A `SequenceResult`.
+
+    # Raises
+        larq_meta.checkpoint.CheckpointError: A checkpoint that is damaged or of another run.
     """
     if not getattr(model, "optimizer", None) or not getattr(model, "compiled_loss", None):
         raise ValueError("`model` must be compiled (model.compile(optimizer=..., loss=...)).")
@@ -397,8 +360,11 @@ def train_sequence(
     else:
         epochs = [check_int(epochs_per_task, "epochs_per_task", 1)] * num_tasks
     batch_size = check_int(batch_size, "batch_size", 1)
+    if shuffle_seed is not None:
+        check_int(shuffle_seed, "shuffle_seed", 0)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    started = time.perf_counter()
 
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     config = {
@@ -417,23 +383,38 @@ def train_sequence(
         "optimizer": tf.keras.optimizers.serialize(optimizer),
         "model": model.name,
     }
+    settings = json.loads(json.dumps(dict(settings or {}), default=json_default))
+    snapshots = BatchNormSnapshots()
     evaluation = TaskEvaluation(
-        sequence, bn_protocol=bn_protocol, batch_size=eval_batch_size,
-        evaluate_every=evaluate_every, recalibrate_bn=recalibrate_bn,
+        sequence, bn_protocol=bn_protocol, bn_snapshots=snapshots,
+        eval_batch_size=eval_batch_size, evaluate_every=evaluate_every,
+        recalibrate_bn=recalibrate_bn,
     )
+    history = EpochHistory(csv_path=epochs_csv)
+    # Order matters: the timer stops before evaluation starts; user callbacks see the
+    # evaluation's logs; the history (and the checkpoint) come after every callback that
+    # writes to `logs`.
+    hooked = [evaluation, snapshots, *task_callbacks(callbacks), history]
     checkpoint = None
+    state = None
     if checkpoint_dir is not None:
-        fingerprint = json.loads(json.dumps(config, default=_json_default))
-        stateful = [c for c in callbacks if hasattr(c, "get_state") and hasattr(c, "set_state")]
-        checkpoint = _Checkpoint(checkpoint_dir, model, fingerprint, stateful)
-    recorder = _EpochRecorder(evaluation, checkpoint)
+        checkpoint = SequenceCheckpoint(
+            checkpoint_dir, model,
+            settings={
+                **{key: value for key, value in config.items() if key != "shuffle_seed"},
+                "shuffle_seed": shuffle_seed,
+                "model_signature": _model_signature(model),
+                **{f"settings.{key}": value for key, value in settings.items()},
+            },
+            task_callbacks=hooked,
+        )
+        state = checkpoint.load(previous=resume_previous)
+    elif resume_previous:
+        raise ValueError("`resume_previous=True` needs a `checkpoint_dir`.")
+    for callback in hooked:
+        callback.set_model(model)
 
-    start_task, start_epoch = 0, 0
-    state = checkpoint.load() if checkpoint is not None else None
-    if state is not None:
-        evaluation.set_state(state["evaluation"])
-        recorder.fit_history = state["fit_history"]
-        start_task, start_epoch = state["task"], state["epochs_done"]
+    start_task, start_epoch = (state["task"], state["epochs_done"]) if state else (0, 0)
     if shuffle_seed is None:  # drawn once per run; a resumed run keeps the one it drew
         drawn = int(np.random.default_rng().integers(2**31))
         shuffle_seed = state["shuffle_seed"] if state is not None else drawn
@@ -441,37 +422,62 @@ def train_sequence(
     if checkpoint is not None:
         checkpoint.shuffle_seed = shuffle_seed
 
-    # Order matters: the timer stops before evaluation starts; the recorder (and checkpoint)
-    # comes after every callback that writes to `logs`.
-    extra = [_EpochTimer(), evaluation, *callbacks]
+    keras_callbacks = [_EpochTimer(), evaluation, snapshots, *callbacks]
+    bar = None
     if progress:
         done = sum(epochs[:start_task]) + start_epoch
-        extra.append(_SequenceProgress(sum(epochs), num_tasks, initial=done, first_task=start_task))
-    extra.append(recorder)
-    for k in range(start_task, num_tasks):
-        initial_epoch = start_epoch if k == start_task else 0
-        if reset_optimizer_per_task and k > 0 and initial_epoch == 0:
-            reset_optimizer(model.optimizer)
-        data = sequence[k].train
-        train = make_dataset(
-            data, batch_size, shuffle=True, seed=shuffle_seed + 7919 * k,
-            epochs=epochs[k], initial_epoch=initial_epoch,
-        )
-        model.fit(
-            train,
-            epochs=epochs[k],
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch(data, batch_size),
-            callbacks=extra,
-            verbose=verbose,
-        )
+        bar = _SequenceProgress(sum(epochs), num_tasks, initial=done)
+        keras_callbacks.append(bar)
+        hooked.append(bar)  # not checkpointed: added after the checkpoint's list was made
+    keras_callbacks.append(history)
+    if checkpoint is not None:
+        keras_callbacks.append(checkpoint)
+    try:
+        for k in range(start_task, num_tasks):
+            task = sequence[k]
+            first_epoch = sum(epochs[:k])
+            resumed_inside = k == start_task and start_epoch > 0
+            initial_epoch = start_epoch if k == start_task else 0
+            if resumed_inside:  # set_state restored the callbacks as they were in the task
+                if bar is not None:
+                    bar.on_task_begin(k, task)
+            else:
+                if reset_optimizer_per_task and k > 0:
+                    reset_optimizer(model.optimizer)
+                for callback in hooked:
+                    callback.on_task_begin(k, task)
+            if checkpoint is not None:
+                checkpoint.begin_task(k, first_epoch)
+            data = task.train
+            train = make_dataset(
+                data, batch_size, shuffle=True, seed=shuffle_seed + 7919 * k,
+                epochs=epochs[k], initial_epoch=initial_epoch,
+            )
+            model.fit(
+                train,
+                epochs=first_epoch + epochs[k],
+                initial_epoch=first_epoch + initial_epoch,
+                steps_per_epoch=steps_per_epoch(data, batch_size),
+                callbacks=keras_callbacks,
+                verbose=verbose,
+            )
+            for callback in hooked:
+                callback.on_task_end(k, task)
+            if checkpoint is not None:
+                checkpoint.save(task=k + 1, epochs_done=0)
+    finally:
+        if bar is not None:
+            bar.close()
 
     return SequenceResult(
         accuracy_matrix=evaluation.accuracy_matrix,
         task_names=sequence.names,
         history=evaluation.history,
-        fit_history=recorder.fit_history,
-        bn_snapshots=evaluation.bn_snapshots,
+        fit_history=history.fit_history,
+        bn_snapshots=snapshots.snapshots,
         bn_protocol=bn_protocol,
+        recalibrate_bn=bool(recalibrate_bn),
+        seconds=time.perf_counter() - started,
+        settings=settings,
         config=config,
     )

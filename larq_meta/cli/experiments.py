@@ -27,47 +27,17 @@ __all__ = ["register"]
 
 METHODS = ("bnn", "float", "ewc", "random-consolidation")
 
-
-def build_model(method: str, width: int, depth: int, num_classes: int = 10, input_shape=(784,),
-                compute_dtype: str = "float32"):
-    import larq_meta
-
-    units = (width,) * depth
-    if method == "float":
-        if compute_dtype != "float32":
-            raise UsageError(
-                f"--compute-dtype {compute_dtype} applies to the binarized models only; "
-                "--method float trains a float32 MLP."
-            )
-        return larq_meta.models.float_mlp(units, num_classes=num_classes, input_shape=input_shape)
-    return larq_meta.models.paper_mlp(
-        units, num_classes=num_classes, input_shape=input_shape, compute_dtype=compute_dtype
-    )
+#: The options that change what a run computes: recorded in results.json and the checkpoint
+#: (a resume with other values is refused, listing them).
+RUN_SETTINGS = (
+    "method", "width", "depth", "num_classes", "epochs", "lr", "epsilon", "weight_decay",
+    "batch_size", "compute_dtype", "bn_protocol", "recalibrate_bn", "ewc_lambda",
+    "fisher_samples", "train_size", "seed", "tasks", "order", "scenario", "subsets",
+    "evaluate_every", "jit",
+)
 
 
-def compile_model(model, m: float, args, method: str = "bnn"):
-    """Compile with MetaplasticAdam (the rule on binarized kernels, or on all kernels for the
-    float baseline) and sparse cross-entropy on logits."""
-    import tensorflow as tf
-
-    from larq_meta.optimizers import MetaplasticAdam
-
-    model.compile(
-        optimizer=MetaplasticAdam(
-            m=m,
-            learning_rate=args.lr,
-            epsilon=args.epsilon,
-            weight_decay=args.weight_decay,
-            apply_to="kernels" if method == "float" else "binarized",
-        ),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=args.jit,  # XLA fuses the sign/STE ops and the optimizer's elementwise work
-    )
-    return model
-
-
-def _method_callbacks(method: str, args, tasks) -> list:
+def _method_callbacks(method: str, args) -> list:
     if method not in ("ewc", "random-consolidation"):
         return []
     from larq_meta.consolidation import EWC
@@ -76,28 +46,66 @@ def _method_callbacks(method: str, args, tasks) -> list:
         EWC(
             lambda_=args.ewc_lambda,
             fisher_samples=args.fisher_samples,
-            tasks=tasks,
             shuffle_fisher=method == "random-consolidation",
             seed=args.seed,
         )
     ]
 
 
-def _hidden_weight_recorder():
-    """A Keras callback that keeps the binarized layers' hidden weights when each task ends."""
+def _run_settings(args, m: float) -> dict:
+    settings = {key: getattr(args, key) for key in RUN_SETTINGS if hasattr(args, key)}
+    return json.loads(json.dumps({**settings, "m": m}))
+
+
+def _run_directory(args, m: float) -> str:
+    return os.path.join(args.output, f"{args.method}_m{m:g}")
+
+
+def check_output(args) -> None:
+    """Refuse, before any work, an --output that cannot be written or that holds the results
+    of a run with other settings (unless --overwrite). A rerun with the same settings
+    replaces its files; --checkpoint resumes (its own check lists differing settings)."""
+    from larq_meta.checkpoint import settings_diff
+
+    output = args.output
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"--output {output}: exists and is not a folder; choose another --output.")
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--output {output}: cannot create it ({error.strerror}).") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise UsageError(f"--output {output}: not writable; choose another --output.")
+    if args.overwrite:
+        return
+    for m in args.m:
+        path = os.path.join(_run_directory(args, m), "results.json")
+        if not os.path.exists(path):
+            continue
+        try:
+            with open(path) as f:
+                old = json.load(f).get("settings", {})
+        except (OSError, ValueError):
+            old = {"<unreadable results.json>": True}
+        differences = settings_diff(old, _run_settings(args, m))
+        if differences:
+            raise UsageError(
+                f"--output {output}: {path} holds a run with other settings "
+                f"({'; '.join(differences)}); pass --overwrite to replace it, or choose "
+                "another --output."
+            )
+
+
+def _tensorboard(log_dir: str):
     import tensorflow as tf
 
-    from larq_meta.analysis import hidden_weights
-
-    class HiddenWeightRecorder(tf.keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.snapshots = []
-
-        def on_train_end(self, logs=None):
-            self.snapshots.append(hidden_weights(self.model))
-
-    return HiddenWeightRecorder()
+    try:
+        import tensorboard  # noqa: F401  (TensorFlow >= 2.16 no longer installs it)
+    except ImportError:
+        raise UsageError(
+            "--tensorboard needs the tensorboard package: pip install 'larq-meta[tensorboard]'."
+        ) from None
+    return tf.keras.callbacks.TensorBoard(log_dir=log_dir)
 
 
 def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = True) -> dict:
@@ -105,77 +113,85 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
     import tensorflow as tf
 
     from larq_meta import plots
+    from larq_meta._utils import write_json
+    from larq_meta.callbacks import HiddenWeightSnapshots
+    from larq_meta.models import compiled_paper_mlp
     from larq_meta.training import train_sequence
 
-    recalibrate_bn = getattr(args, "recalibrate_bn", False)
-    if recalibrate_bn and args.bn_protocol == "batch_stats":
-        raise UsageError("--recalibrate-bn needs --bn-protocol per_task or shared: batch_stats "
-                         "normalizes test batches with their own statistics.")
-    os.makedirs(args.output, exist_ok=True)
-    depth = getattr(args, "depth", 2)
+    depth = args.depth
     print(
         f"{title}: {len(tasks)} tasks, {args.method} 784-{'-'.join([str(args.width)] * depth)}-"
         f"{args.num_classes}, {args.epochs} epochs per task, lr {args.lr}, batch {args.batch_size}, "
-        f"BatchNorm protocol {args.bn_protocol}{' (recalibrated)' if recalibrate_bn else ''}, "
+        f"BatchNorm protocol {args.bn_protocol}{' (recalibrated)' if args.recalibrate_bn else ''}, "
         f"optimizer state reset per task: "
         f"{reset_optimizer_per_task}, compute dtype {args.compute_dtype}."
     )
-    results, weights = {}, {}
+    results = {}
     for m in args.m:
         label = f"{args.method} m={m:g}"
         print(f"\n== {label} ==")
         tf.keras.utils.set_random_seed(args.seed)
-        model = build_model(args.method, args.width, depth, args.num_classes,
-                            compute_dtype=args.compute_dtype)
-        compile_model(model, m, args, args.method)
-        directory = os.path.join(args.output, f"{args.method}_m{m:g}")
-        callbacks = _method_callbacks(args.method, args, tasks)
-        recorder = None
-        if args.method != "float":
-            recorder = _hidden_weight_recorder()
-            callbacks.append(recorder)
-        callbacks.append(
-            tf.keras.callbacks.CSVLogger(os.path.join(directory, "epochs.csv"), append=True)
+        model = compiled_paper_mlp(
+            (args.width,) * depth,
+            m=m,
+            learning_rate=args.lr,
+            epsilon=args.epsilon,
+            weight_decay=args.weight_decay,
+            num_classes=args.num_classes,
+            compute_dtype=args.compute_dtype,
+            full_precision=args.method == "float",
+            jit_compile=args.jit,
         )
+        directory = _run_directory(args, m)
+        callbacks = _method_callbacks(args.method, args)
+        snapshots = None
+        if args.method != "float":
+            snapshots = HiddenWeightSnapshots()
+            callbacks.append(snapshots)
+        if args.tensorboard:
+            callbacks.append(_tensorboard(os.path.join(args.tensorboard, f"{args.method}_m{m:g}")))
         os.makedirs(directory, exist_ok=True)
-        start = time.perf_counter()
         result = train_sequence(
             model,
             tasks,
             epochs_per_task=args.epochs,
             batch_size=args.batch_size,
             bn_protocol=args.bn_protocol,
-            recalibrate_bn=recalibrate_bn,
+            recalibrate_bn=args.recalibrate_bn,
             reset_optimizer_per_task=reset_optimizer_per_task,
             shuffle_seed=args.seed,
             checkpoint_dir=os.path.join(directory, "checkpoint") if args.checkpoint else None,
+            resume_previous=args.resume_previous,
+            settings=_run_settings(args, m),
+            epochs_csv=os.path.join(directory, "epochs.csv"),
             deterministic=args.deterministic,
-            evaluate_every=getattr(args, "evaluate_every", None) or 1,
+            evaluate_every=args.evaluate_every or 1,
             callbacks=callbacks,
         )
-        result.config["seconds"] = time.perf_counter() - start
-        result.config["method"] = args.method
-        result.config["compute_dtype"] = args.compute_dtype
         result.save(directory)
         if args.save_model:
             model.save(os.path.join(directory, "model.keras"))
         print(result.table())
         results[label] = result
-        if recorder is not None and recorder.snapshots:
-            weights[label] = recorder.snapshots
+        if snapshots is not None and snapshots.snapshots:
             plots.plot_hidden_weights(
-                recorder.snapshots, os.path.join(directory, "hidden_weights.png")
+                snapshots.snapshots, os.path.join(directory, "hidden_weights.png")
             )
     print("\nFinal test accuracy per task (%), after learning all tasks:")
     print(final_table(results))
     plots.plot_task_accuracies(results, os.path.join(args.output, "task_accuracies.png"), title=title)
     plots.plot_accuracy_matrix(results, os.path.join(args.output, "accuracy_matrix.png"), title=title)
     summary = {
-        label: {"final_accuracies": r.final_accuracies.tolist(), **r.metrics(), "config": r.config}
+        label: {
+            "final_accuracies": r.final_accuracies.tolist(),
+            **r.metrics(),
+            "seconds": r.seconds,
+            "settings": r.settings,
+            "config": r.config,
+        }
         for label, r in results.items()
     }
-    with open(os.path.join(args.output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=str)
+    write_json(os.path.join(args.output, "summary.json"), summary)
     print(f"\nResults and plots: {args.output}/")
     return results
 
@@ -188,7 +204,8 @@ def final_table(results: dict) -> str:
     names = next(iter(results.values())).task_names
     width = max(12, *(len(label) for label in results)) + 1
     if all(np.all(r.final_accuracies == r.final_accuracies[0]) for r in results.values()) and (
-        len(names) > 1 and all(r.config.get("sequence", "").startswith("stream") for r in results.values())
+        len(names) > 1
+        and all(r.config.get("sequence", "").startswith("stream") for r in results.values())
     ):
         lines = ["run".ljust(width) + f"  test accuracy (one test set, {len(names)} subsets)"]
         for label, result in results.items():
@@ -242,6 +259,9 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
                           "--paper: 20, once per subset)")
     run.add_argument("--checkpoint", action="store_true",
                      help="checkpoint every epoch and resume an interrupted run")
+    run.add_argument("--resume-previous", action="store_true",
+                     help="with --checkpoint: resume from the state one epoch before the latest "
+                          "(when the latest checkpoint files are damaged)")
     run.add_argument("--save-model", action="store_true", help="save each trained model (.keras)")
     run.add_argument("--no-jit", dest="jit", action="store_false",
                      help="do not compile the training step with XLA")
@@ -272,8 +292,10 @@ def demo(args: argparse.Namespace) -> int:
     args.method, args.m = "bnn", [0.0, args.m]
     args.num_classes, args.batch_size, args.bn_protocol = 10, 100, "per_task"
     args.epsilon, args.weight_decay = 1e-7, 0.0
-    args.checkpoint = args.deterministic = args.save_model = False
+    args.checkpoint = args.deterministic = args.save_model = args.resume_previous = False
+    args.recalibrate_bn, args.evaluate_every = False, None
     args.compute_dtype = "float32"
+    check_output(args)
     tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed, train_size=args.train_size)
     run_experiment(tasks, args, title=f"Permuted MNIST, {args.width}-{args.width} BNN")
     return 0
@@ -289,6 +311,7 @@ def permuted(args: argparse.Namespace) -> int:
         paper={"tasks": 6, "width": 4096, "epochs": 40, "m": [0.0, 1.35]},
     )
     args.num_classes = 10
+    check_output(args)
     tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed, train_size=args.train_size)
     run_experiment(tasks, args, title="Permuted MNIST")
     return 0
@@ -304,6 +327,7 @@ def mnist_fashion(args: argparse.Namespace) -> int:
         paper={"width": 4096, "epochs": 50, "m": [0.0, 1.5]},
     )
     args.num_classes = 10
+    check_output(args)
     tasks = sequence(order=args.order, train_size=args.train_size)
     run_experiment(tasks, args, title=" -> ".join(tasks.names))
     return 0
@@ -319,6 +343,7 @@ def split(args: argparse.Namespace) -> int:
         paper={"width": 1024, "epochs": 20, "m": [0.0, 1.35]},
     )
     args.num_classes = 10
+    check_output(args)
     tasks = split_mnist(scenario=args.scenario, train_size=args.train_size)
     run_experiment(tasks, args, title=f"Split MNIST ({args.scenario} scenario)")
     return 0
@@ -335,6 +360,7 @@ def stream(args: argparse.Namespace) -> int:
                "evaluate_every": 20},
     )
     args.num_classes = 10
+    check_output(args)
     tasks = stream_fashion_mnist(num_subsets=args.subsets, seed=args.seed)
     if args.train_size:
         raise UsageError("--train-size does not apply to streams: use --subsets.")
@@ -346,6 +372,15 @@ def stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_output_options(parser) -> None:
+    parser.set_defaults(depth=2)  # the paper's two hidden layers (the tuner searches depth)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace results in --output left by a run with other settings")
+    parser.add_argument("--tensorboard", metavar="DIR",
+                        help="write TensorBoard logs (one folder per run, epochs numbered over "
+                             "the whole sequence) into DIR; needs larq-meta[tensorboard]")
+
+
 def _add_experiment(subparsers, common, name, func, paper_help, extra=None):
     parser = subparsers.add_parser(
         name, help=func.__doc__.splitlines()[0], description=func.__doc__,
@@ -354,6 +389,7 @@ def _add_experiment(subparsers, common, name, func, paper_help, extra=None):
     if extra:
         extra(parser)
     parser.add_argument("--output", default=f"runs/{name}", help=f"output folder (runs/{name})")
+    _add_output_options(parser)
     parser.set_defaults(func=func)
     return parser
 
@@ -375,6 +411,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--no-jit", dest="jit", action="store_false",
                    help="do not compile the training step with XLA")
     p.add_argument("--output", default="runs/demo", help="output folder (runs/demo)")
+    _add_output_options(p)
     p.set_defaults(func=demo)
 
     _add_experiment(

@@ -34,10 +34,6 @@ __all__ = ["CheckpointError", "SequenceCheckpoint", "read_sequence_state", "sett
 STATE_FILE = "sequence_state.npz"
 PREVIOUS_STATE_FILE = "sequence_state.previous.npz"
 
-# Settings that joined the fingerprint after checkpoints were already being written, with
-# the value those older runs used: such a checkpoint still resumes under the same settings.
-_SETTINGS_ADDED_LATER = {"recalibrate_bn": False}
-
 
 _PREVIOUS_ADVICE = (
     "The state one epoch earlier is kept: resume from it with `resume_previous=True` "
@@ -107,15 +103,17 @@ def read_sequence_state(directory: str, previous: bool = False) -> dict | None:
 
 
 def settings_diff(old: Mapping, new: Mapping) -> list[str]:
-    """`"name: old -> new"` for every setting whose value differs (missing: `<unset>`)."""
-    missing = "<unset>"
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, missing), new.get(key, missing)
-        if a != b:
-            lines.append(f"{key}: {json.dumps(a, default=json_default)} -> "
-                         f"{json.dumps(b, default=json_default)}")
-    return lines
+    """`"name: old -> new"` (values as JSON) for every setting whose value differs; a setting
+    one side lacks shows as `<unset>`."""
+
+    def shown(mapping, key):
+        return json.dumps(mapping[key], default=json_default) if key in mapping else "<unset>"
+
+    return [
+        f"{key}: {shown(old, key)} -> {shown(new, key)}"
+        for key in sorted(set(old) | set(new))
+        if key not in old or key not in new or old[key] != new[key]
+    ]
 
 
 def _normalize(value):
@@ -208,8 +206,12 @@ class SequenceCheckpoint(tf.keras.callbacks.Callback):
             if previous:
                 raise CheckpointError(f"{self.directory}: no previous checkpoint state to resume.")
             return None
-        saved = {**_SETTINGS_ADDED_LATER, **state.get("settings", state.get("fingerprint", {}))}
-        differences = settings_diff(saved, self.settings)
+        if "settings" not in state:
+            raise CheckpointError(
+                f"Checkpoint in {self.directory} was written by larq-meta 0.1, whose run state "
+                "this version does not read; start the run again in a new folder."
+            )
+        differences = settings_diff(state["settings"], self.settings)
         if differences:
             raise CheckpointError(
                 f"Checkpoint in {self.directory} belongs to another run; settings that differ "

@@ -200,3 +200,24 @@ def synthetic_tasks(num_tasks: int = 2, n: int = 512, dim: int = 20, seed: int =
         half = n // 2
         tasks.append(Task(f"t{k + 1}", train=(x[:half], y[:half]), test=(x[half:], y[half:])))
     return TaskSequence(tasks, name="synthetic")
+
+
+def small_model(m=1.0, seed=0, width=32, learning_rate=0.01):
+    """The paper BNN at test size (20 inputs, two hidden layers of `width`, 4 classes),
+    compiled with MetaplasticAdam(learning_rate, m=m); initialised from `seed`."""
+    tf.keras.utils.set_random_seed(seed)
+    return larq_meta.models.compiled_paper_mlp(
+        (width, width), m=m, learning_rate=learning_rate, num_classes=4, input_shape=(20,),
+        jit_compile=False,
+    )
+
+
+def ewc_penalty_numpy(weights, fishers, anchors, lambda_: float) -> float:
+    """`lambda/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)²` in float64: the reference the
+    EWC tests compare the TensorFlow penalty with."""
+    total = 0.0
+    for fisher, anchor in zip(fishers, anchors):
+        for name, f in fisher.items():
+            diff = np.asarray(weights[name], np.float64) - np.asarray(anchor[name], np.float64)
+            total += float(np.sum(np.asarray(f, np.float64) * diff**2))
+    return 0.5 * lambda_ * total

@@ -7,23 +7,11 @@ import pytest
 import tensorflow as tf
 
 import larq_meta
-from larq_meta import MetaplasticAdam
 from larq_meta.batchnorm import restore_batchnorm, snapshot_batchnorm
 from larq_meta.callbacks import TaskEvaluation
 from larq_meta.training import reset_optimizer, train_sequence
 
-from checks import synthetic_tasks  # noqa: F401  (test_checkpoint imports it from here)
-
-
-def small_model(m=1.0, seed=0):
-    tf.keras.utils.set_random_seed(seed)
-    model = larq_meta.models.paper_mlp((32, 32), num_classes=4, input_shape=(20,))
-    model.compile(
-        optimizer=MetaplasticAdam(m=m, learning_rate=0.01),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+from checks import small_model, synthetic_tasks
 
 
 def test_logs_reach_history_and_csv_logger(tmp_path):
@@ -39,6 +27,9 @@ def test_logs_reach_history_and_csv_logger(tmp_path):
         assert len(history["acc_task_1"]) == 2
     rows = list(csv.DictReader(open(log)))
     assert len(rows) == 4 and "acc_task_2" in rows[0]
+    # epochs are numbered over the whole sequence, with the task in each row
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(float(r["task"])) for r in rows] == [1, 1, 2, 2]
     # the matrix row of a task is the last evaluation of that task's fit
     for i, history in enumerate(result.fit_history):
         for j in range(2):
@@ -63,17 +54,23 @@ def test_per_task_protocol_evaluates_old_tasks_with_their_snapshot():
     tasks = synthetic_tasks()
     model = small_model()
     evaluation = TaskEvaluation(tasks, bn_protocol="per_task")
-    for task in tasks:
+    for k, task in enumerate(tasks):  # the loop train_sequence runs, by hand
+        evaluation.on_task_begin(k, task)
         model.fit(task.x_train, task.y_train, epochs=1, batch_size=32, verbose=0, callbacks=[evaluation])
-    assert len(evaluation.bn_snapshots) == 2 and evaluation.current_task == 2
+        evaluation.on_task_end(k, task)
+    snapshots = evaluation.bn_snapshots.snapshots
+    assert len(snapshots) == 2 and evaluation.task_index is None
     R = evaluation.accuracy_matrix
-    assert R[1, 0] == pytest.approx(manual_accuracy(model, tasks[0], evaluation.bn_snapshots[0]))
+    assert R[1, 0] == pytest.approx(manual_accuracy(model, tasks[0], snapshots[0]))
     assert R[1, 1] == pytest.approx(manual_accuracy(model, tasks[1]))
     # the snapshot after task 1 differs from the final state, so the protocol matters
-    first, last = evaluation.bn_snapshots[0]["bn_1"][2], evaluation.bn_snapshots[1]["bn_1"][2]
+    first, last = snapshots[0]["bn_1"][2], snapshots[1]["bn_1"][2]
     assert not np.allclose(first, last)
-    with pytest.raises(RuntimeError, match="all 2 tasks are finished"):
+    # a fit outside a task is refused with the way out, not counted as a task
+    with pytest.raises(RuntimeError, match="no task has begun.*on_task_begin"):
         model.fit(tasks[0].x_train, tasks[0].y_train, epochs=1, verbose=0, callbacks=[evaluation])
+    with pytest.raises(ValueError, match="outside the sequence of 2 tasks"):
+        evaluation.on_task_begin(2, tasks[0])
 
 
 def test_shared_protocol_uses_live_state():
@@ -86,7 +83,10 @@ def test_shared_protocol_uses_live_state():
 def test_batch_stats_protocol_uses_batch_statistics_and_leaves_state_alone():
     tasks = synthetic_tasks()
     model = small_model()
-    evaluation = TaskEvaluation(tasks, bn_protocol="batch_stats", batch_size=1000)
+    with pytest.warns(DeprecationWarning, match="eval_batch_size"):
+        assert TaskEvaluation(tasks, batch_size=500).eval_batch_size == 500
+    evaluation = TaskEvaluation(tasks, bn_protocol="batch_stats", eval_batch_size=1000)
+    evaluation.on_task_begin(0, tasks[0])
     model.fit(tasks[0].x_train, tasks[0].y_train, epochs=1, batch_size=32, verbose=0, callbacks=[evaluation])
     before = snapshot_batchnorm(model)
     accuracies = evaluation.evaluate()
@@ -123,6 +123,11 @@ def test_result_save_and_table(tmp_path):
     assert saved["config"]["optimizer"]["config"]["m"] == 1.0
     assert "per_task" in result.table() and "t2" in result.table()
     assert open(paths["csv"]).readline().strip() == "after_task,t1,t2"
+    rows = list(csv.DictReader(open(paths["epochs"])))
+    assert [(r["task"], r["epoch"]) for r in rows] == [("1", "0"), ("2", "1")]
+    assert not any(key.startswith("val_") for key in rows[0])  # no empty validation columns
+    assert float(rows[1]["acc_task_1"]) == pytest.approx(result.accuracy_matrix[1, 0])
+    assert saved["recalibrate_bn"] is False and saved["seconds"] > 0
 
 
 @pytest.mark.parametrize(
@@ -159,17 +164,6 @@ def test_two_protocols_side_by_side_and_epoch_timing():
     assert shared.accuracy_matrix[1, 0] == pytest.approx(history["shared/acc_task_1"][-1])
 
 
-def test_finished_checkpointed_run_without_seed_reloads(tmp_path):
-    tasks = synthetic_tasks()
-    first = train_sequence(small_model(), tasks, batch_size=32, progress=False,
-                           checkpoint_dir=str(tmp_path))
-    # A new process would draw another seed; the checkpoint keeps the one the run drew.
-    again = train_sequence(small_model(seed=1), tasks, batch_size=32, progress=False,
-                           checkpoint_dir=str(tmp_path))
-    np.testing.assert_array_equal(again.accuracy_matrix, first.accuracy_matrix)
-    assert again.config["shuffle_seed"] == first.config["shuffle_seed"]
-
-
 def test_evaluate_every_n_epochs_keeps_rows_and_the_matrix(tmp_path):
     tasks = synthetic_tasks()
     log = tmp_path / "log.csv"
@@ -182,9 +176,11 @@ def test_evaluate_every_n_epochs_keeps_rows_and_the_matrix(tmp_path):
         small_model(), tasks, epochs_per_task=[3, 4], batch_size=32, progress=False,
         shuffle_seed=3,
     )
-    # evaluated: epochs 2 and 3 (the task's last) of task 1, epochs 2 and 4 of task 2
-    assert [(r["task"], r["epoch"]) for r in every.history] == [(0, 1), (0, 2), (1, 1), (1, 3)]
+    # evaluated: every 2nd epoch of the sequence (global epochs 1, 3, 5) and each task's last
+    # (2, 6); the history counts epochs from the task's first
+    assert [(r["task"], r["epoch"]) for r in every.history] == [(0, 1), (0, 2), (1, 0), (1, 2), (1, 3)]
     assert np.isnan(every.fit_history[0]["acc_task_1"][0])
+    assert np.isnan(every.fit_history[1]["acc_task_1"][1])
     assert not np.isnan(every.fit_history[1]["acc_task_1"][-1])
     rows = list(csv.DictReader(open(log)))
     assert len(rows) == 7 and "acc_task_2" in rows[0]  # one row per epoch, columns from epoch 1
@@ -201,7 +197,7 @@ def test_plots_of_a_stream_draw_one_curve_and_no_crowded_legend(tmp_path, monkey
     from larq_meta.training import SequenceResult
 
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
     n = 30
     history = [{"task": k, "epoch": e, "accuracies": [0.5 + 0.01 * k] * n}
                for k in range(n) for e in range(2)]
@@ -230,7 +226,7 @@ def test_recalibrated_evaluation_snapshots_exact_statistics():
     tasks = synthetic_tasks()
     model = small_model()
     result = train_sequence(model, tasks, batch_size=32, recalibrate_bn=True, progress=False)
-    assert result.config["recalibrate_bn"] is True
+    assert result.recalibrate_bn is True and result.config["recalibrate_bn"] is True
     assert "BatchNorm protocol: per_task, recalibrated" in result.table()
     # The last task's snapshot holds the exact statistics of its training inputs under the
     # final weights (Keras' moving averages differ from them).

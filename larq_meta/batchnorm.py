@@ -17,7 +17,7 @@ while the weights move, of training-mode statistics (each layer's input computed
 earlier layers normalized by their batch statistics, not by the moving ones used at test
 time). The error is small, but a sign activation turns it into flipped bits that add up
 over the next layer's units: at 4096 units per layer, a BNN trained 50 epochs fell to chance
-in inference mode while batch statistics gave 86 % (README, "MNIST then Fashion-MNIST").
+in inference mode while batch statistics gave 86 % (documentation, Results: "MNIST then Fashion-MNIST").
 Exact statistics, computed layer after layer in inference mode, restore it.
 """
 
@@ -28,6 +28,8 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
+
+from larq_meta._utils import iter_layers
 
 __all__ = [
     "BN_PROTOCOLS",
@@ -40,6 +42,7 @@ __all__ = [
     "recalibrate_batchnorm",
 ]
 
+#: The evaluation protocols, as `TaskEvaluation(bn_protocol=...)` takes them.
 BN_PROTOCOLS = ("per_task", "batch_stats", "shared")
 
 #: One model's BatchNorm state: layer name -> [gamma, beta, moving_mean, moving_variance]
@@ -48,6 +51,7 @@ BatchNormState = Mapping[str, list]
 
 
 def check_bn_protocol(bn_protocol: str) -> str:
+    """`bn_protocol` if it is one of `BN_PROTOCOLS`, else a ValueError naming them."""
     if bn_protocol not in BN_PROTOCOLS:
         raise ValueError(f"`bn_protocol` must be one of {BN_PROTOCOLS}, got {bn_protocol!r}.")
     return bn_protocol
@@ -55,13 +59,7 @@ def check_bn_protocol(bn_protocol: str) -> str:
 
 def batchnorm_layers(model: tf.keras.Model) -> list[tf.keras.layers.BatchNormalization]:
     """Every BatchNormalization layer of `model`, nested models included, in order."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            found.append(layer)
-        elif isinstance(layer, tf.keras.Model):
-            found.extend(batchnorm_layers(layer))
-    return found
+    return [layer for layer in iter_layers(model) if isinstance(layer, tf.keras.layers.BatchNormalization)]
 
 
 def snapshot_batchnorm(model: tf.keras.Model) -> dict[str, list[np.ndarray]]:
@@ -111,15 +109,15 @@ def _probe_input(model: tf.keras.Model, layer: tf.keras.layers.Layer) -> tf.kera
 
 def _input_batches(data, batch_size: int) -> Iterator[tf.Tensor]:
     """Model inputs of `data` in batches, integer images scaled to [0, 1] as in training."""
-    from larq_meta.tasks import _scale_images
+    from larq_meta.tasks import scale_images
 
     if isinstance(data, tf.data.Dataset):
         for batch in data.batch(batch_size):
-            yield _scale_images(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            yield scale_images(batch[0] if isinstance(batch, (tuple, list)) else batch)
         return
     x = np.asarray(data[0] if isinstance(data, (tuple, list)) else data)
     for start in range(0, len(x), batch_size):
-        yield _scale_images(tf.constant(x[start : start + batch_size]))
+        yield scale_images(tf.constant(x[start : start + batch_size]))
 
 
 def recalibrate_batchnorm(model: tf.keras.Model, data, batch_size: int = 1000) -> dict[str, int]:

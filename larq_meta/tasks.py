@@ -34,6 +34,7 @@ __all__ = [
     "Task",
     "TaskSequence",
     "make_dataset",
+    "scale_images",
     "steps_per_epoch",
     "mnist_permutations",
     "permuted_mnist",
@@ -46,6 +47,8 @@ __all__ = [
     "from_arrays",
 ]
 
+#: Continual-learning scenarios (van de Ven & Tolias): the task identity is given at test
+#: time ("task"), not needed ("domain", one output space), or to be inferred ("class").
 SCENARIOS = ("domain", "task", "class")
 Arrays = tuple[np.ndarray, np.ndarray]
 Data = Union[Arrays, tf.data.Dataset]
@@ -178,8 +181,9 @@ def as_sequence(tasks: TaskSequence | Sequence[Task]) -> TaskSequence:
     return TaskSequence(tuple(tasks))
 
 
-def _scale_images(x: tf.Tensor) -> tf.Tensor:
-    """Integer images -> float32 in [0, 1] (torchvision's `ToTensor`); floats pass unchanged."""
+def scale_images(x: tf.Tensor) -> tf.Tensor:
+    """Integer images -> float32 in [0, 1] (torchvision's `ToTensor`), the scaling every
+    pipeline of the package applies; float64 -> float32; float32 passes unchanged."""
     if x.dtype.is_integer:
         return tf.cast(x, tf.float32) / 255.0
     return tf.cast(x, tf.float32) if x.dtype == tf.float64 else x
@@ -250,7 +254,7 @@ def make_dataset(
                 return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
 
             dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
-    dataset = dataset.map(lambda x, y: (_scale_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda x, y: (scale_images(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     if map_fn is not None:
         dataset = dataset.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -20,7 +20,6 @@ from larq_meta._legacy_keras import ensure_legacy_keras  # noqa: E402
 ensure_legacy_keras(import_tensorflow=False)
 
 _MODULES = (
-    "analysis",  # being split into hidden_weights and quadratic
     "batchnorm",
     "callbacks",
     "checkpoint",
@@ -38,10 +37,12 @@ _MODULES = (
     "tuning",
 )
 _NAMES = {"MetaplasticAdam": "optimizers"}
+#: Modules kept for one release under their old names (they warn when used).
+_DEPRECATED_MODULES = ("analysis",)
 
 
 def __getattr__(name):
-    if name in _MODULES:
+    if name in _MODULES or name in _DEPRECATED_MODULES:
         ensure_legacy_keras()
         return importlib.import_module(f"larq_meta.{name}")
     if name in _NAMES:

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from larq_meta._utils import check_int, model_outputs_logits
+from larq_meta._utils import check_int, model_outputs_logits, reject_unexpected, renamed_argument
 from larq_meta.batchnorm import batchnorm_layers
 from larq_meta.callbacks import TaskCallback
 from larq_meta.optimizers import is_binarized, latent
@@ -77,7 +77,8 @@ def consolidated_variables(
     evaluation protocols give each task its own BatchNorm state instead
     (`larq_meta.batchnorm`).
     """
-    apply_to = _renamed(deprecated, "variables", "apply_to", apply_to)
+    apply_to = renamed_argument(deprecated, "variables", "apply_to", apply_to)
+    reject_unexpected("consolidated_variables", deprecated)
     if apply_to == "binarized":
         chosen = [v for v in model.trainable_variables if is_binarized(v)]
     elif apply_to == "all":
@@ -93,16 +94,6 @@ def consolidated_variables(
     if not chosen:
         raise ValueError("The model has no trainable non-BatchNorm weights to consolidate.")
     return chosen
-
-
-def _renamed(deprecated: dict, old: str, new: str, value):
-    """The value of argument `new`, taking the deprecated name `old` if it was used."""
-    if old in deprecated:
-        warnings.warn(f"`{old}` is deprecated; use `{new}`.", DeprecationWarning, stacklevel=3)
-        value = deprecated.pop(old)
-    if deprecated:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(deprecated))}")
-    return value
 
 
 def _sample_data(data: Data, num_samples: int, seed: int | None) -> Data:
@@ -204,13 +195,12 @@ def empirical_fisher(
         A dict variable name (e.g. `"dense_1/kernel:0"`) -> Fisher array of the variable's
         shape (float32).
     """
-    if "num_samples" in deprecated:
-        fisher_samples = _renamed({"num_samples": deprecated.pop("num_samples")},
-                                  "num_samples", "fisher_samples", fisher_samples)
-    if "batch_size" in deprecated:
-        fisher_batch_size = _renamed({"batch_size": deprecated.pop("batch_size")},
-                                     "batch_size", "fisher_batch_size", fisher_batch_size)
-    apply_to = _renamed(deprecated, "variables", "apply_to", apply_to)
+    fisher_samples = renamed_argument(deprecated, "num_samples", "fisher_samples", fisher_samples)
+    fisher_batch_size = renamed_argument(
+        deprecated, "batch_size", "fisher_batch_size", fisher_batch_size
+    )
+    apply_to = renamed_argument(deprecated, "variables", "apply_to", apply_to)
+    reject_unexpected("empirical_fisher", deprecated)
     check_int(fisher_samples, "fisher_samples")
     variables = consolidated_variables(model, apply_to) if isinstance(apply_to, str) else list(apply_to)
     logits = model_outputs_logits(model, from_logits)
@@ -343,7 +333,8 @@ class EWC(TaskCallback):
                 fisher_data = "recorded"
             else:
                 self.task_data = [t.train if isinstance(t, Task) else t for t in tasks]
-        apply_to = _renamed(deprecated, "variables", "apply_to", apply_to)
+        apply_to = renamed_argument(deprecated, "variables", "apply_to", apply_to)
+        reject_unexpected("EWC", deprecated)
         if isinstance(lambda_, bool) or not isinstance(lambda_, numbers.Real) or not (
             math.isfinite(lambda_) and lambda_ >= 0
         ):

@@ -62,11 +62,22 @@ def _run_directory(args, m: float) -> str:
 
 
 def check_output(args) -> None:
-    """Refuse, before any work, an --output that cannot be written or that holds the results
-    of a run with other settings (unless --overwrite). A rerun with the same settings
-    replaces its files; --checkpoint resumes (its own check lists differing settings)."""
+    """Refuse, before any work, options that do not fit together, an --output that cannot be
+    written, or an --output that holds the results of a run with other settings (unless
+    --overwrite). A rerun with the same settings replaces its files; --checkpoint resumes
+    (its own check lists differing settings)."""
     from larq_meta.checkpoint import settings_diff
 
+    if args.method == "float" and args.compute_dtype != "float32":
+        raise UsageError(
+            f"--compute-dtype {args.compute_dtype} applies to the binarized models only; "
+            "--method float trains a float32 MLP."
+        )
+    if args.recalibrate_bn and args.bn_protocol == "batch_stats":
+        raise UsageError("--recalibrate-bn needs --bn-protocol per_task or shared: batch_stats "
+                         "normalizes test batches with their own statistics.")
+    if args.resume_previous and not args.checkpoint:
+        raise UsageError("--resume-previous needs --checkpoint.")
     output = args.output
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"--output {output}: exists and is not a folder; choose another --output.")
@@ -360,10 +371,10 @@ def stream(args: argparse.Namespace) -> int:
                "evaluate_every": 20},
     )
     args.num_classes = 10
-    check_output(args)
-    tasks = stream_fashion_mnist(num_subsets=args.subsets, seed=args.seed)
     if args.train_size:
         raise UsageError("--train-size does not apply to streams: use --subsets.")
+    check_output(args)
+    tasks = stream_fashion_mnist(num_subsets=args.subsets, seed=args.seed)
     # No task-boundary signal: the optimizer state carries over from subset to subset.
     run_experiment(
         tasks, args, title=f"Stream Fashion-MNIST, {args.subsets} subsets",

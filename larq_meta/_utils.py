@@ -73,6 +73,13 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> str:
     return path
 
 
+def write_json(path: str | os.PathLike, value) -> str:
+    """Write `value` as indented JSON (numpy values converted), atomically."""
+    import json
+
+    return write_atomic(path, json.dumps(value, indent=2, default=json_default) + "\n")
+
+
 def current_umask() -> int:
     """The process umask (read without changing it for longer than one call)."""
     mask = os.umask(0)
@@ -126,3 +133,73 @@ def save_figure(fig, path: str | os.PathLike) -> str:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     pyplot().close(fig)
     return path
+
+
+# -- losses and statistics (added for hidden_weights / quadratic / consolidation) -----------------
+
+
+def model_outputs_logits(model, from_logits: bool | None = None) -> bool:
+    """Whether `model` outputs logits: `from_logits` if given, else read from the compiled loss
+    (a loss given by name, e.g. `"sparse_categorical_crossentropy"`, means probabilities; a
+    loss object's `from_logits` config), else True."""
+    if from_logits is not None:
+        return bool(from_logits)
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, str):
+        return False
+    value = loss.get_config().get("from_logits") if hasattr(loss, "get_config") else None
+    return True if value is None else bool(value)
+
+
+def average_ranks(values) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties sharing their average rank (as `scipy.stats.rankdata`)."""
+    values = np.asarray(values).ravel()
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    return np.bincount(inverse, weights=ranks)[inverse] / counts[inverse]
+
+
+def correlation(a, b) -> dict:
+    """`{"pearson": r, "spearman": rho, "n": n}` of two equally long arrays (flattened); a
+    coefficient is NaN when one side is constant. ValueError if the sizes differ."""
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(
+            f"correlation: {a.size} values against {b.size}; give equally long arrays."
+        )
+
+    def pearson(x, y):
+        x, y = x - x.mean(), y - y.mean()
+        denominator = np.sqrt(np.sum(x * x) * np.sum(y * y))
+        return float(np.sum(x * y) / denominator) if denominator > 0 else float("nan")
+
+    return {
+        "pearson": pearson(a, b),
+        "spearman": pearson(average_ranks(a), average_ranks(b)),
+        "n": int(a.size),
+    }
+
+
+def renamed_argument(deprecated: dict, old: str, new: str, value, *, stacklevel: int = 3):
+    """The value of argument `new`, or of its deprecated old name `old` if the caller used it
+    (popped from `deprecated`, a function's `**deprecated` keyword arguments, with a
+    `DeprecationWarning` at `stacklevel`, by default the function's caller)."""
+    if old in deprecated:
+        import warnings
+
+        warnings.warn(f"`{old}` is deprecated; use `{new}`.", DeprecationWarning,
+                      stacklevel=stacklevel)
+        return deprecated.pop(old)
+    return value
+
+
+def reject_unexpected(function: str, deprecated: dict) -> None:
+    """TypeError for keyword arguments left in a `**deprecated` catch-all, as Python's own."""
+    if deprecated:
+        raise TypeError(
+            f"{function}() got unexpected keyword argument(s): {', '.join(sorted(deprecated))}"
+        )

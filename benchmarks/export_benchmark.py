@@ -29,13 +29,16 @@ import time
 
 import larq_meta  # noqa: F401 - first: tf.keras is tf-keras
 
+from larq_meta import models
+from larq_meta.optimizers import MetaplasticAdam
+from larq_meta.export import convert_lce, dense_to_conv1x1, op_counts, run_lce, to_lce
+
 import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from larq_meta import models
-from larq_meta.export import _convert_lce, _run_lce, compare_latency, dense_to_conv1x1
-from larq_meta.export import op_counts, to_lce
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from latency import compare_latency  # noqa: E402 - benchmarks/latency.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "export.json")
@@ -70,7 +73,7 @@ def load_data():
 
 def train(model, x, y, epochs=1, batch_size=100):
     model.compile(
-        optimizer=larq_meta.MetaplasticAdam(m=1.3, learning_rate=0.005),
+        optimizer=MetaplasticAdam(0.005, m=1.3),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -112,14 +115,14 @@ def bn_placement(model, x):
         bn_4d.set_weights(bn.get_weights())
         i += 1
     inside = tf.keras.Model(x0, h)
-    fb_after = _convert_lce(after, {}, "graphdef")[0]
-    fb_inside = _convert_lce(inside, {}, "graphdef")[0]
+    fb_after = convert_lce(after, conversion="graphdef").flatbuffer
+    fb_inside = convert_lce(inside, conversion="graphdef").flatbuffer
     return {
         "bn_after_reshape": op_counts(fb_after),
         "bn_on_4d_map": op_counts(fb_inside),
         "size_bytes": {"bn_after_reshape": len(fb_after), "bn_on_4d_map": len(fb_inside)},
         "max_abs_diff_between_them": float(
-            np.abs(_run_lce(fb_after, x) - _run_lce(fb_inside, x)).max()
+            np.abs(run_lce(fb_after, x) - run_lce(fb_inside, x)).max()
         ),
     }
 
@@ -127,7 +130,8 @@ def bn_placement(model, x):
 def export_one(name, model, x_test, y_test, parity_n, latency_runs, tmpdir):
     path = os.path.join(tmpdir, f"{name}.tflite")
     parity_data = (x_test[:parity_n], y_test[:parity_n])
-    report = to_lce(model, path, parity_data=parity_data, report=True)
+    report = to_lce(model, path, parity_data=parity_data)
+    print(report, flush=True)
     entry = report.to_dict()
     entry.pop("path")
     unpacked = report.compaction["size_without_compaction"]
@@ -211,7 +215,6 @@ def main(argv=None):
                     parity=False,
                     float_reference=False,
                     conversion="graphdef",
-                    report=False,
                 )
                 entry["without_rewrite"] = {
                     "op_counts": plain.op_counts,
@@ -225,9 +228,7 @@ def main(argv=None):
     # convnets: the fixed flatbuffer structure weighs less as the network grows.
     scaling = {}
     for filters in ((16, 32), (32, 64), (64, 128), (128, 256)) if "binary_convnet" in results else ():
-        r = to_lce(
-            models.binary_convnet(filters), None, parity=False, conversion="graphdef", report=False
-        )
+        r = to_lce(models.binary_convnet(filters), None, parity=False, conversion="graphdef")
         scaling[str(filters)] = {
             "size_bytes": r.size_bytes,
             "float_tflite_size_bytes": r.float_tflite_size_bytes,

@@ -19,10 +19,10 @@ import tensorflow as tf
 
 pytest.importorskip("keras_tuner")
 
-from larq_meta import MetaplasticAdam  # noqa: E402
 import checks  # noqa: E402
+from larq_meta.cli import main  # noqa: E402
 from larq_meta.training import train_sequence  # noqa: E402
-from larq_meta.tuning import COMBINED_OBJECTIVE, MetaplasticTuner, tune_main  # noqa: E402
+from larq_meta.tuning import COMBINED_OBJECTIVE, MetaplasticTuner, make_objective  # noqa: E402
 
 def synthetic_tasks():  # smaller than the trainer tests': many trials run on it
     return checks.synthetic_tasks(n=256, dim=12)
@@ -30,16 +30,10 @@ def synthetic_tasks():  # smaller than the trainer tests': many trials run on it
 
 def build_model(hp):
     """A user's build_model: reads m and the (searched) learning rate from hp."""
-    m = hp.Float("m", 0.0, 3.0)
-    model = larq_meta.models.paper_mlp((16,), num_classes=4, input_shape=(12,))
-    model.compile(
-        optimizer=MetaplasticAdam(
-            m=m, learning_rate=hp.values.get("learning_rate", 0.02), jit_compile=False
-        ),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+    return larq_meta.models.compiled_paper_mlp(
+        (16,), m=hp.Float("m", 0.0, 3.0), learning_rate=hp.values.get("learning_rate", 0.02),
+        num_classes=4, input_shape=(12,), jit_compile=False,
     )
-    return model
 
 
 def read_trials(project_dir):
@@ -53,9 +47,10 @@ def read_trials(project_dir):
     return trials
 
 
+@pytest.mark.slow
 def test_trial_metrics_equal_a_direct_run_and_results_are_written(tmp_path):
     tasks = synthetic_tasks()
-    weights = {"mean_accuracy": 1.0, "forgetting": -0.5}
+    weights = {"average_accuracy": 1.0, "forgetting": -0.5}
     tuner = MetaplasticTuner(
         build_model, tasks, objective=weights, max_trials=1, seed=3,
         learning_rate_range=(1e-3, 1e-1), directory=str(tmp_path), project_name="eq",
@@ -71,7 +66,7 @@ def test_trial_metrics_equal_a_direct_run_and_results_are_written(tmp_path):
         build_model(hp), tasks, epochs_per_task=1, batch_size=32, shuffle_seed=5, progress=False
     ).metrics()
     reported = {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
-    assert reported["mean_accuracy"] == direct["average_accuracy"]
+    assert reported["average_accuracy"] == direct["average_accuracy"]
     for name in ("backward_transfer", "forgetting", "last_task_accuracy"):
         assert reported[name] == direct[name]
     combined = direct["average_accuracy"] - 0.5 * direct["forgetting"]
@@ -82,7 +77,7 @@ def test_trial_metrics_equal_a_direct_run_and_results_are_written(tmp_path):
     for name in ("trials.csv", "trials.txt", "objective.png", "larq_meta_search.json"):
         assert (project / name).stat().st_size > 0
     rows = (project / "trials.csv").read_text().splitlines()
-    assert rows[0].startswith("trial,status,m,learning_rate,objective,mean_accuracy")
+    assert rows[0].startswith("trial,status,m,learning_rate,objective,average_accuracy")
     assert len(rows) == 2 and ",COMPLETED," in rows[1]
     assert "*0" in (project / "trials.txt").read_text()
     saved = json.loads((project / "trial_0" / "execution_0" / "results.json").read_text())
@@ -100,6 +95,7 @@ class InterruptFourthFit(tf.keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_and_reruns_the_unfinished_trial(tmp_path):
     tasks = synthetic_tasks()
     InterruptFourthFit.fits = 0
@@ -175,9 +171,11 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_search_on_loopback_shares_trials_without_duplicates(tmp_path):
     script = tmp_path / "tune_process.py"
-    script.write_text(textwrap.dedent(WORKER_SCRIPT).format(tests_dir=os.path.dirname(os.path.abspath(__file__))))
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    script.write_text(textwrap.dedent(WORKER_SCRIPT).format(tests_dir=tests_dir))
     port = str(free_port())
     processes = {}
     try:
@@ -232,7 +230,7 @@ def test_distributed_search_on_loopback_shares_trials_without_duplicates(tmp_pat
         ({"learning_rate_range": (0.0, 0.1)}, "learning_rate_range"),
         ({"learning_rate_range": (0.1, 0.01)}, "learning_rate_range"),
         ({"objective": "accuracy"}, "objective"),
-        ({"objective": {"mean_accuracy": 1.0, "plasticity": 1.0}}, "objective"),
+        ({"objective": {"average_accuracy": 1.0, "plasticity": 1.0}}, "objective"),
         ({"objective": {}}, "objective"),
         ({"max_trials": 0}, "max_trials"),
         ({"oracle": "hyperband"}, "oracle"),
@@ -262,26 +260,151 @@ def test_bad_search_arguments_and_cli_input(tmp_path, capsys):
         (["--m-range", "2", "1"], "--m-range"),
         (["--objective", "accuracy"], "--objective"),
         (["--max-trials", "0"], "--max-trials"),
+        (["--seed", "-1"], "--seed"),
+        (["--lr-step", "10"], "--lr-step"),
     ):
-        with pytest.raises(SystemExit) as exit_info:
-            tune_main(argv + ["--directory", str(tmp_path)])
-        assert exit_info.value.code == 2
-        assert argument in capsys.readouterr().err
+        assert main(["tune", *argv, "--directory", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert argument in err and "Traceback" not in err
+    # The command line's own copies of the library's choices.
+    import larq_meta.cli.tune
+    from larq_meta.batchnorm import BN_PROTOCOLS
+    from larq_meta.tuning import ORACLES
+
+    assert larq_meta.cli.tune.BN_PROTOCOLS == BN_PROTOCOLS
+    assert larq_meta.cli.tune.ORACLES == ORACLES
 
 
-def test_command_line_search(tmp_path, monkeypatch, capsys):
-    import larq_meta.tuning as tuning
+def cli_tasks(args):
+    """`larq-meta tune`'s task loader for the tests: synthetic tasks, `--train-size` and
+    `--test-size` applied as the MNIST loader applies them (the first images)."""
+    from larq_meta.tasks import Task, TaskSequence
 
-    monkeypatch.setattr(tuning, "_load_tasks", lambda args: synthetic_tasks())
-    code = tune_main([
-        "--width", "8", "--depth", "1", "--epochs", "1", "--batch-size", "64",
-        "--max-trials", "1", "--objective", "mean_accuracy=1,forgetting=-0.5",
-        "--directory", str(tmp_path), "--project-name", "cli", "--quiet",
-    ])
+    tasks = synthetic_tasks()
+    return TaskSequence([
+        Task(t.name, train=(t.x_train[:args.train_size], t.y_train[:args.train_size]),
+             test=(t.x_test[:args.test_size], t.y_test[:args.test_size]))
+        for t in tasks
+    ], name="synthetic")
+
+
+CLI_SEARCH = ["--width", "8", "--depth", "1", "--epochs", "1", "--batch-size", "64",
+              "--max-trials", "1", "--quiet"]
+
+
+@pytest.mark.slow
+def test_command_line_search_and_resume_safety(tmp_path, monkeypatch, capsys):
+    import larq_meta.cli.tune
+
+    monkeypatch.setattr(larq_meta.cli.tune, "load_tasks", cli_tasks)
+    where = ["--directory", str(tmp_path), "--project-name", "cli"]
+    code = main(["tune", *CLI_SEARCH, *where, "--objective", "average_accuracy=1,forgetting=-0.5"])
     assert code == 0
     out = capsys.readouterr().out
     assert "best hyperparameters: m=" in out and "combined_objective" in out
     assert (tmp_path / "cli" / "objective.png").exists()
+
+    # Resuming with another model width or training-set size is refused, before any
+    # training, by one line that lists each differing setting with its old and new value.
+    def refused(*changed):
+        argv = [*CLI_SEARCH, *where, "--objective", "average_accuracy=1,forgetting=-0.5"]
+        for option, value in zip(changed[::2], changed[1::2]):
+            if option in argv:
+                argv[argv.index(option) + 1] = value
+            else:
+                argv += [option, value]
+        assert main(["tune", *argv]) == 1
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+        assert "--overwrite" in lines[0]
+        return lines[0]
+
+    message = refused("--width", "16")
+    assert main(["tune", *CLI_SEARCH, *where, "--objective", "mean_accuracy"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "warning: The tuning metric 'mean_accuracy'" in err[0]
+    assert 'objective: {"weights"' in err[1] and '{"name": "average_accuracy"' in err[1]
+    assert "other settings" in message
+    assert "QuantDense 8 >" in message and "QuantDense 16 >" in message
+    message = refused("--train-size", "100")
+    assert "train_sizes: [128, 128] -> [100, 100]" in message
+    assert "data_digest" in message and "model:" not in message
+    message = refused("--width", "16", "--lr", "0.01", "--test-size", "50")
+    for setting in ("model:", "optimizer.learning_rate: 0.005 -> 0.01", "test_sizes:"):
+        assert setting in message
+    trials = read_trials(tmp_path / "cli")
+    assert len(trials) == 1  # nothing ran
+
+    # A truncated oracle.json: one line naming the file and what to do.
+    oracle = tmp_path / "cli" / "oracle.json"
+    oracle.write_text(oracle.read_text()[:20])
+    assert main(["tune", *CLI_SEARCH, *where]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert str(oracle) in err and "truncated or corrupt" in err and "--overwrite" in err
+
+
+@pytest.mark.slow
+def test_a_search_recorded_with_mean_accuracy_resumes(tmp_path):
+    """A search directory of an earlier version (metric `mean_accuracy`, fewer settings
+    recorded) resumes with the deprecated objective name, and its trials keep their values."""
+    project = tmp_path / "old"
+
+    def make_tuner(max_trials):
+        return MetaplasticTuner(build_model, synthetic_tasks(), objective="average_accuracy",
+                                max_trials=max_trials, seed=1, directory=str(tmp_path),
+                                project_name="old")
+
+    make_tuner(1).search(epochs_per_task=1, batch_size=64, verbose=0)
+    first = read_trials(project)
+    (trial_id, state), = first.items()
+    value = state["metrics"]["metrics"]["average_accuracy"]["observations"][0]["value"][0]
+    # Rewrite it as the earlier version wrote it.
+    trial_json = project / f"trial_{trial_id}" / "trial.json"
+    state["metrics"]["metrics"]["mean_accuracy"] = state["metrics"]["metrics"].pop(
+        "average_accuracy")
+    trial_json.write_text(json.dumps(state))
+    settings = json.loads((project / "larq_meta_search.json").read_text())["settings"]
+    old = {
+        "search": {k: settings[k] for k in ("epochs_per_task", "batch_size", "shuffle_seed")},
+        "objective": {"name": "mean_accuracy", "direction": "max"},
+        **{k: settings[k] for k in ("m_range", "m_step", "learning_rate_range",
+                                    "learning_rate_step", "seed", "executions_per_trial")},
+        "tasks": {"name": settings["sequence"], "task_names": settings["task_names"],
+                  "scenario": settings["scenario"], "info": settings["task_info"]},
+    }
+    (project / "larq_meta_search.json").write_text(json.dumps(old))
+
+    with pytest.warns(DeprecationWarning, match="average_accuracy"):
+        tuner = MetaplasticTuner(build_model, synthetic_tasks(), objective="mean_accuracy",
+                                 max_trials=2, seed=1, directory=str(tmp_path),
+                                 project_name="old")
+    assert tuner.oracle.objective.name == "average_accuracy"
+    with pytest.warns(UserWarning, match="earlier larq-meta"):
+        tuner.search(epochs_per_task=1, batch_size=64, verbose=0)
+    assert len(tuner.executed_trials) == 1  # only the new trial ran
+    rows = (project / "trials.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",COMPLETED," in row for row in rows[1:])
+    old_row = next(r for r in rows[1:] if r.startswith(f"{trial_id},"))
+    assert old_row.split(",")[3] == repr(value)  # objective column of the old trial
+    # The record now holds every setting: another epoch count is refused.
+    with pytest.raises(ValueError, match="epochs_per_task: 1 -> 2"):
+        make_tuner(2).search(epochs_per_task=2, batch_size=64, verbose=0)
+
+
+def test_objective_names():
+    objective, weights = make_objective({"average_accuracy": 1, "forgetting": -0.5})
+    assert objective.name == COMBINED_OBJECTIVE and weights == {
+        "average_accuracy": 1.0, "forgetting": -0.5}
+    assert make_objective("forgetting")[0].direction == "min"
+    with pytest.warns(DeprecationWarning, match="mean_accuracy"):
+        objective, weights = make_objective({"mean_accuracy": 1.0, "average_accuracy": 1.0})
+    assert weights == {"average_accuracy": 2.0}
+    with pytest.warns(DeprecationWarning):
+        assert make_objective("mean_accuracy")[0].name == "average_accuracy"
+    with pytest.raises(ValueError, match="weight of `forgetting`"):
+        make_objective({"forgetting": float("nan")})
 
 
 def test_oracles_by_name_and_instance(tmp_path):
@@ -299,3 +422,24 @@ def test_oracles_by_name_and_instance(tmp_path):
     bayes = MetaplasticTuner(oracle="bayesian", max_trials=4, num_initial_points=2,
                              project_name="b", **common)
     assert isinstance(bayes.oracle, keras_tuner.oracles.BayesianOptimizationOracle)
+
+
+def test_damaged_search_records_are_refused_by_name(tmp_path):
+    from larq_meta.tuning import SearchSettingsError, check_resume, check_state_files
+
+    settings = {"batch_size": 64, "model": "input (12,) > QuantDense 8"}
+    check_resume(str(tmp_path), settings)  # records
+    check_resume(str(tmp_path), dict(settings))  # same settings: resumes
+    with pytest.raises(SearchSettingsError) as error:
+        check_resume(str(tmp_path), {**settings, "batch_size": 32, "seed": 2},
+                     defaults={"seed": 1})
+    assert error.value.differences == {"batch_size": (64, 32), "seed": (1, 2)}
+    record = tmp_path / "larq_meta_search.json"
+    record.write_text(record.read_text()[:25])
+    with pytest.raises(ValueError, match="larq_meta_search.json is truncated or corrupt"):
+        check_resume(str(tmp_path), settings)
+    trial = tmp_path / "trial_0" / "trial.json"
+    trial.parent.mkdir()
+    trial.write_bytes(b'{"trial_id": "0", "hyperpar\xff')
+    with pytest.raises(ValueError, match=r"trial_0/trial\.json is truncated or corrupt.*overwrite"):
+        check_state_files(str(tmp_path), [str(tmp_path / "oracle.json"), str(trial)])

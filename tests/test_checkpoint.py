@@ -178,3 +178,30 @@ def test_finished_checkpointed_run_without_seed_reloads(tmp_path):
                            checkpoint_dir=str(tmp_path))
     np.testing.assert_array_equal(again.accuracy_matrix, first.accuracy_matrix)
     assert again.config["shuffle_seed"] == first.config["shuffle_seed"]
+
+
+def test_a_stop_between_the_csv_write_and_the_checkpoint_leaves_no_duplicate_row(
+    tmp_path, monkeypatch, uninterrupted
+):
+    """The CSV is rewritten from the checkpointed history, so an epoch written to the CSV but
+    not to the checkpoint is written once more, not twice, after the resume."""
+    from larq_meta.checkpoint import SequenceCheckpoint
+
+    save = SequenceCheckpoint.save
+    calls = []
+
+    def save_then_stop(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 3 (task 2's first) is in the CSV, not in the checkpoint
+            raise Stop
+        return save(self, *args, **kwargs)
+
+    csv_path = str(tmp_path / "epochs.csv")
+    monkeypatch.setattr(SequenceCheckpoint, "save", save_then_stop)
+    with pytest.raises(Stop):
+        run(tmp_path, epochs_csv=csv_path)
+    assert len(list(csv.DictReader(open(csv_path)))) == 3
+    monkeypatch.setattr(SequenceCheckpoint, "save", save)
+    assert_same_run(run(tmp_path, epochs_csv=csv_path), uninterrupted)
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [int(r["epoch"]) for r in rows] == list(range(sum(EPOCHS)))

@@ -39,22 +39,21 @@ def _int(text: str, minimum: int, expected: str) -> int:
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _float(text, positive=False)
 
 
 def positive_float(text: str) -> float:
+    return _float(text, positive=True)
+
+
+def _float(text: str, positive: bool) -> float:
+    expected = "> 0" if positive else ">= 0"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a number {expected}, got {text!r}") from None
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise argparse.ArgumentTypeError(f"must be a finite number {expected}, got {text}")
     return value
 
 

@@ -3,8 +3,11 @@
 !!! example
     ```python
     model = larq_meta.models.paper_mlp(hidden_units=(1024, 1024))
-    model.compile(optimizer=larq_meta.MetaplasticAdam(m=1.35, learning_rate=0.005),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=larq_meta.MetaplasticAdam(0.005, m=1.35),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    # or in one call (compiled with XLA; see `compiled_paper_mlp`):
+    model = larq_meta.models.compiled_paper_mlp((1024, 1024), m=1.35, learning_rate=0.005)
     ```
 """
 
@@ -65,9 +68,23 @@ def _uniform(init_width: float) -> tf.keras.initializers.Initializer:
     return tf.keras.initializers.RandomUniform(-init_width / 2, init_width / 2)
 
 
-def batch_norm(name: str | None = None) -> tf.keras.layers.BatchNormalization:
-    """BatchNorm with PyTorch's defaults (momentum 0.1 -> Keras 0.9, epsilon 1e-5)."""
-    return tf.keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+def batch_norm(
+    name: str | None = None, synchronized: bool = False
+) -> tf.keras.layers.BatchNormalization:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 -> Keras 0.9, epsilon 1e-5).
+
+    With `synchronized=True` the layer is Keras' synchronized BatchNorm
+    (`BatchNormalization(synchronized=True)`): under a `tf.distribute` strategy, training
+    batches are normalized with the statistics of the global batch (an all-reduce over the
+    replicas), as on one device; outside a strategy, and at inference, it is plain BatchNorm.
+    It is still a `BatchNormalization` layer, so snapshots, the evaluation protocols and
+    `recalibrate_batchnorm` treat it as any other. (tf-keras does not write `synchronized`
+    into the layer config: a saved and reloaded model has plain BatchNorm, which infers the
+    same.)
+    """
+    return tf.keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=bool(synchronized), name=name
+    )
 
 
 # -- bfloat16 binary matmuls -----------------------------------------------------------------------
@@ -201,6 +218,7 @@ def paper_mlp(
     init_width: float = 0.1,
     name: str = "paper_mlp",
     compute_dtype: str = "float32",
+    synchronized_bn: bool = False,
 ) -> tf.keras.Model:
     """The binarized MLP of the paper's continual-learning experiments (784-4096-4096-10).
 
@@ -239,6 +257,9 @@ def paper_mlp(
         name: Model name.
         compute_dtype: `"float32"` (default) or `"bfloat16"` for the binary matrix products
             (see above).
+        synchronized_bn: Synchronized BatchNorm (see `batch_norm`): under a `tf.distribute`
+            strategy every replica normalizes with the global batch's statistics, so several
+            devices or workers train the single-device model (`docs/how-to/distribute.md`).
 
     # Returns
         An uncompiled `tf.keras.Model` that outputs logits (use
@@ -263,7 +284,7 @@ def paper_mlp(
                 kernel_initializer=_uniform(init_width),
                 name=f"dense_{i}",
             )
-        x = batch_norm(name=f"bn_{i}")(dense(x))
+        x = batch_norm(name=f"bn_{i}", synchronized=synchronized_bn)(dense(x))
     return tf.keras.Model(inputs, x, name=name)
 
 
@@ -280,6 +301,7 @@ def compiled_paper_mlp(
     full_precision: bool = False,
     jit_compile: bool = True,
     name: str | None = None,
+    synchronized_bn: bool = False,
 ) -> tf.keras.Model:
     """`paper_mlp` compiled with `MetaplasticAdam` and sparse cross-entropy on logits: the
     model of every continual-learning experiment in the package (command line, tuner,
@@ -303,7 +325,9 @@ def compiled_paper_mlp(
     ```
 
     # Arguments
-        hidden_units, num_classes, input_shape, compute_dtype: As in `paper_mlp`.
+        hidden_units, num_classes, input_shape, compute_dtype, synchronized_bn: As in
+            `paper_mlp`. Under a `tf.distribute` strategy, call this inside
+            `strategy.scope()`.
         m, learning_rate, epsilon, weight_decay: As in `MetaplasticAdam`. The defaults are
             the package's CPU-sized experiments' (m 1.35, learning rate 0.005, Keras'
             epsilon); the paper's full-scale runs use `epsilon=1e-8, weight_decay=1e-7`.
@@ -319,7 +343,9 @@ def compiled_paper_mlp(
     """
     from larq_meta.optimizers import MetaplasticAdam
 
-    kwargs = {"num_classes": num_classes, "input_shape": input_shape}
+    kwargs = {
+        "num_classes": num_classes, "input_shape": input_shape, "synchronized_bn": synchronized_bn
+    }
     if name is not None:
         kwargs["name"] = name
     if full_precision:
@@ -352,6 +378,7 @@ def float_mlp(
     input_shape: Sequence[int] = (784,),
     init_width: float = 0.1,
     name: str = "float_mlp",
+    synchronized_bn: bool = False,
 ) -> tf.keras.Model:
     """The paper's full-precision baseline: the same MLP with float kernels and ReLU.
 
@@ -360,7 +387,8 @@ def float_mlp(
     paper's Fig. 2f (the metaplastic rule on real-valued weights) or with `m=0` for Adam.
 
     # Arguments
-        hidden_units, num_classes, input_shape, init_width, name: As in `paper_mlp`.
+        hidden_units, num_classes, input_shape, init_width, name, synchronized_bn: As in
+            `paper_mlp`.
     """
     units = _check_units(hidden_units)
     _check_positive_int(num_classes, "num_classes")
@@ -371,7 +399,7 @@ def float_mlp(
         x = tf.keras.layers.Dense(
             width, use_bias=False, kernel_initializer=_uniform(init_width), name=f"dense_{i}"
         )(x)
-        x = batch_norm(name=f"bn_{i}")(x)
+        x = batch_norm(name=f"bn_{i}", synchronized=synchronized_bn)(x)
         if i < len(widths):
             x = tf.keras.layers.ReLU(name=f"relu_{i}")(x)
     return tf.keras.Model(inputs, x, name=name)
@@ -383,6 +411,7 @@ def binary_convnet(
     input_shape: Sequence[int] = (28, 28, 1),
     init_width: float = 0.1,
     name: str = "binary_convnet",
+    synchronized_bn: bool = False,
 ) -> tf.keras.Model:
     """A small binarized convnet for MNIST-sized images and LCE export (see also `paper_convnet`).
 
@@ -401,14 +430,17 @@ def binary_convnet(
         input_shape: Shape of one image, channels last.
         init_width: Width of the uniform kernel initialisation interval.
         name: Model name.
+        synchronized_bn: Synchronized BatchNorm, as in `paper_mlp`.
     """
     widths = _check_units(filters, "filters")
     _check_positive_int(num_classes, "num_classes")
     with unclipped_kernels_by_design():
-        return _binary_convnet(widths, num_classes, input_shape, init_width, name)
+        return _binary_convnet(widths, num_classes, input_shape, init_width, name, synchronized_bn)
 
 
-def _binary_convnet(widths, num_classes, input_shape, init_width, name) -> tf.keras.Model:
+def _binary_convnet(
+    widths, num_classes, input_shape, init_width, name, synchronized_bn=False
+) -> tf.keras.Model:
     inputs = tf.keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
     for i, width in enumerate(widths, start=1):
@@ -425,7 +457,7 @@ def _binary_convnet(widths, num_classes, input_shape, init_width, name) -> tf.ke
             kernel_initializer=_uniform(init_width),
             name=f"conv_{i}",
         )(x)
-        x = batch_norm(name=f"bn_{i}")(x)
+        x = batch_norm(name=f"bn_{i}", synchronized=synchronized_bn)(x)
     x = tf.keras.layers.Flatten(name="flatten")(x)
     x = lq.layers.QuantDense(
         num_classes,
@@ -435,7 +467,7 @@ def _binary_convnet(widths, num_classes, input_shape, init_width, name) -> tf.ke
         kernel_initializer=_uniform(init_width),
         name=f"dense_{len(widths) + 1}",
     )(x)
-    x = batch_norm(name=f"bn_{len(widths) + 1}")(x)
+    x = batch_norm(name=f"bn_{len(widths) + 1}", synchronized=synchronized_bn)(x)
     return tf.keras.Model(inputs, x, name=name)
 
 
@@ -447,6 +479,7 @@ def paper_convnet(
     dropout: float = 0.5,
     init_width: float = 0.1,
     name: str = "paper_convnet",
+    synchronized_bn: bool = False,
 ) -> tf.keras.Model:
     """The binarized VGG-style convnet of the paper's CIFAR-10 stream experiment (Fig. 4b).
 
@@ -482,6 +515,7 @@ def paper_convnet(
         dropout: Dropout rate after each hidden dense layer (the reference: 0.5), in [0, 1).
         init_width: Width of the uniform kernel initialisation interval.
         name: Model name.
+        synchronized_bn: Synchronized BatchNorm, as in `paper_mlp`.
 
     # References
         - Laborieux et al., Synaptic metaplasticity in binarized neural networks, Nat.
@@ -518,13 +552,13 @@ def paper_convnet(
             )(x)
             if i % 2 == 0:
                 x = tf.keras.layers.MaxPooling2D(2, name=f"pool_{i}")(x)
-            x = batch_norm(name=f"bn_{i}")(x)
+            x = batch_norm(name=f"bn_{i}", synchronized=synchronized_bn)(x)
         x = tf.keras.layers.Flatten(name="flatten")(x)
         for k, width in enumerate((*units, num_classes), start=len(widths) + 1):
             x = lq.layers.QuantDense(
                 width, input_quantizer="ste_sign", name=f"dense_{k}", **binary()
             )(x)
-            x = batch_norm(name=f"bn_{k}")(x)
+            x = batch_norm(name=f"bn_{k}", synchronized=synchronized_bn)(x)
             if k < len(widths) + len(units) + 1 and dropout:
                 x = tf.keras.layers.Dropout(dropout, name=f"dropout_{k}")(x)
         return tf.keras.Model(inputs, x, name=name)

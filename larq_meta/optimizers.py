@@ -13,7 +13,7 @@ unchanged. Everything else is Adam.
 
     model = larq_meta.models.paper_mlp(hidden_units=(1024, 1024))
     model.compile(
-        optimizer=MetaplasticAdam(m=1.3, learning_rate=0.005),
+        optimizer=MetaplasticAdam(0.005, m=1.3),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -30,7 +30,16 @@ from typing import Union
 
 import tensorflow as tf
 
-__all__ = ["MetaplasticAdam", "is_binarized", "is_kernel", "latent"]
+from larq_meta._utils import check_float
+
+__all__ = [
+    "MetaplasticAdam",
+    "CheckOptimizer",
+    "is_binarized",
+    "is_kernel",
+    "latent",
+    "layer_name",
+]
 
 Schedule = tf.keras.optimizers.schedules.LearningRateSchedule
 MValue = Union[float, Schedule]
@@ -98,6 +107,41 @@ def _deserialize_m(value):
     return value
 
 
+
+def _check_learning_rate(value) -> None:
+    """ValueError unless `value` is a finite number >= 0, or a schedule whose value at step 0
+    is one (a schedule is checked again at every step, see `MetaplasticAdam`)."""
+    if isinstance(value, Schedule):
+        first = float(value(0))
+        if not (math.isfinite(first) and first >= 0):
+            raise ValueError(
+                "`learning_rate` schedule must give finite values >= 0, but gives "
+                f"{first} at step 0."
+            )
+        return
+    number = None
+    if not isinstance(value, (bool, str)) and isinstance(
+        value, (numbers.Real, tf.Tensor, tf.Variable)
+    ):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+    if number is None or not (math.isfinite(number) and number >= 0):
+        raise ValueError(
+            "`learning_rate` must be a finite float >= 0 or a LearningRateSchedule, got "
+            f"{value!r}."
+        )
+
+
+_LR_FAULT, _M_FAULT, _NAN_FAULT = 1, 2, 3
+_FAULTS = {
+    _LR_FAULT: "MetaplasticAdam: the `learning_rate` schedule must give finite values >= 0",
+    _M_FAULT: "MetaplasticAdam: the `m` schedule must give finite values >= 0",
+    _NAN_FAULT: "MetaplasticAdam (check_numerics): non-finite weight after the update of",
+}
+
+
 @tf.keras.utils.register_keras_serializable(package="larq_meta")
 class MetaplasticAdam(tf.keras.optimizers.Optimizer):
     r"""Adam with the metaplastic damping of Laborieux et al. (2021) on binarized weights.
@@ -117,27 +161,55 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
     those are multiplied by `f_meta = 1 - tanh²(m·|v|)`, so a hidden weight that has grown
     large becomes hard to flip. Updates that grow `|v|` are left alone. BatchNorm
     parameters, biases and float layers get plain Adam. Hidden weights are not clipped: a
-    ±1 clip would cap consolidation at `1 - tanh²(m)`. With `m=0` the optimizer is exactly
-    `tf.keras.optimizers.Adam` with the same arguments (bit for bit).
+    ±1 clip would cap consolidation at `1 - tanh²(m)`.
+
+    With `m=0` the optimizer is exactly `tf.keras.optimizers.Adam` with the same arguments,
+    bit for bit, for dense and sparse gradients alike.
+
+    **Sparse gradients** (`tf.IndexedSlices`, e.g. from an `Embedding`) take Keras Adam's
+    sparse branch: Keras first sums the values of repeated indices, then both moments decay
+    everywhere and the slices are scatter-added (`m1 += (1-b1)*values`,
+    `m2 += (1-b2)*values²` at their indices), and the whole variable moves by `U`. That is
+    the dense rule with the rows outside the slices at `g = 0`, computed in another order, so
+    `m=0` rounds exactly as Keras Adam. For a binarized variable the damping is then applied
+    to that `U` exactly as above (it needs only `v` and `m1`, which exist everywhere): the
+    rule is the same, with no sparse approximation. With `weight_decay > 0` the effective
+    gradient `g + wd*v` is dense, so a sparse gradient is densified first (Keras Adam has no
+    coupled decay to match).
 
     A variable is binarized when it is a larq `QuantizedVariable` whose quantizer has
     precision 1 (e.g. `kernel_quantizer="ste_sign"`); the selection never looks at shapes.
+
+    **Per-step checks.** A schedule (for `m` or the learning rate) is checked at every step
+    (numbered as `iterations`, from 0): a negative or non-finite value stops training with a
+    `tf.errors.InvalidArgumentError` naming the schedule, the variable, the value and the
+    step, and that step does not move the variables it governs (learning rate and `m` taken
+    as 0; the moments still advance). With `check_numerics=True` every variable is checked
+    after its update and the first non-finite one stops training, named with the step.
+    Under XLA (`model.compile(jit_compile=True)`, the default of `compiled_paper_mlp`)
+    TensorFlow drops assertions, so there the checks *clamp and flag*: the bad step is
+    clamped as above and the first fault is recorded (`fault`); `check()` raises it, and the
+    `CheckOptimizer` callback calls `check()` after every batch. Constant values are checked
+    once, when set (also through the `learning_rate` setter).
 
     !!! example
         ```python
         model = larq_meta.models.paper_mlp(hidden_units=(1024, 1024))
         model.compile(
-            optimizer=MetaplasticAdam(m=1.35, learning_rate=0.005, epsilon=1e-8),
-            loss="sparse_categorical_crossentropy",
+            optimizer=MetaplasticAdam(0.005, m=1.35, epsilon=1e-8),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
         # One m per layer, as the reference code allows ("*" covers all other layers):
-        MetaplasticAdam(m={"quant_dense": 0.5, "*": 1.35})
+        MetaplasticAdam(m={"dense_1": 0.5, "*": 1.35})
+        # m as a function of the step:
+        schedules = tf.keras.optimizers.schedules
+        MetaplasticAdam(m=schedules.PiecewiseConstantDecay([1000], [0.0, 1.3]))
         ```
 
     # Arguments
-        learning_rate: A float or a `LearningRateSchedule`, the first argument as in every
-            Keras optimizer (`MetaplasticAdam(0.005)`). The paper uses 0.005.
+        learning_rate: A float >= 0 or a `LearningRateSchedule`, the first argument as in
+            every Keras optimizer (`MetaplasticAdam(0.005)`). The paper uses 0.005.
         m: Metaplasticity strength (keyword-only, like every argument after the learning
             rate), a finite float >= 0. Also accepted: a
             `tf.keras.optimizers.schedules.LearningRateSchedule` giving `m` as a function of
@@ -152,8 +224,14 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         apply_to: Which variables get the metaplastic damping: `"binarized"` (default, the
             paper's rule) or `"kernels"` (every layer kernel, binarized or float, as in the
             paper's Fig. 2f experiment on a full-precision network).
+        check_numerics: Check every variable after each update and stop at the first
+            non-finite one, naming it (costs one reduction per variable and step).
         clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
             ema_overwrite_frequency, jit_compile, name: As in `tf.keras.optimizers.Adam`.
+
+    # Raises
+        ValueError: A hyperparameter out of range (the message names it), or, when first
+            built, a per-layer `m` mapping that does not fit the model's layers.
 
     # References
         - [Laborieux, A., Ernoult, M., Hirtzlin, T. & Querlioz, D. Synaptic metaplasticity in
@@ -174,6 +252,7 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         epsilon: float = 1e-7,
         weight_decay: float = 0.0,
         apply_to: str = "binarized",
+        check_numerics: bool = False,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
         global_clipnorm: float | None = None,
@@ -184,14 +263,17 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         name: str = "MetaplasticAdam",
         **kwargs,
     ):
-        # Per-variable `m` of a per-layer mapping as first resolved (a serialization detail:
-        # `from_config` passes it back; see `build`).
         resolved_m = kwargs.pop("resolved_m", None)
-        if isinstance(learning_rate, bool) or (
-            isinstance(learning_rate, numbers.Real)
-            and not (math.isfinite(learning_rate) and learning_rate >= 0)
-        ):
-            raise ValueError(f"`learning_rate` must be a finite float >= 0, got {learning_rate!r}.")
+        if resolved_m is not None:
+            warnings.warn(
+                "`resolved_m` is a serialization detail, no longer a constructor argument; "
+                "rebuild a saved optimizer with `MetaplasticAdam.from_config(config)`.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        _check_learning_rate(learning_rate)
+        if not isinstance(check_numerics, bool):
+            raise ValueError(f"`check_numerics` must be a bool, got {check_numerics!r}.")
         # Keras' `weight_decay` is decoupled (AdamW); ours is coupled, so the base class never
         # sees it.
         super().__init__(
@@ -216,33 +298,44 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         else:
             self.m = _check_m_value(m)
         for argument, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not (isinstance(value, numbers.Real) and 0 <= value < 1):
+            if isinstance(value, bool) or not (isinstance(value, numbers.Real) and 0 <= value < 1):
                 raise ValueError(f"`{argument}` must be a float in [0, 1), got {value!r}.")
-        if not (isinstance(epsilon, numbers.Real) and math.isfinite(epsilon) and epsilon > 0):
-            raise ValueError(f"`epsilon` must be a finite float > 0, got {epsilon!r}.")
-        if weight_decay is None:
-            weight_decay = 0.0
-        if not (
-            isinstance(weight_decay, numbers.Real)
-            and math.isfinite(weight_decay)
-            and weight_decay >= 0
-        ):
-            raise ValueError(f"`weight_decay` must be a finite float >= 0, got {weight_decay!r}.")
+        check_float(epsilon, "epsilon", positive=True)
+        check_float(0.0 if weight_decay is None else weight_decay, "weight_decay", minimum=0)
         if apply_to not in _TARGETS:
             raise ValueError(f"`apply_to` must be one of {sorted(_TARGETS)}, got {apply_to!r}.")
         self._learning_rate = self._build_learning_rate(learning_rate)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
-        self.coupled_weight_decay = float(weight_decay)
+        self.coupled_weight_decay = float(weight_decay or 0.0)
         self.apply_to = apply_to
+        self.check_numerics = check_numerics
         # Per-variable `m` of a per-layer mapping, as resolved when first built (see build).
         self._resolved_m = None
         if resolved_m is not None:
-            self._resolved_m = [
-                None if v is None else _check_m_value(_deserialize_m(v), "resolved_m")
-                for v in resolved_m
-            ]
+            self._set_resolved_m(resolved_m)
+        self._fault = None  # [step, code] of the first fault seen under XLA (see build)
+
+    def _set_resolved_m(self, resolved_m) -> None:
+        self._resolved_m = [
+            None if v is None else _check_m_value(_deserialize_m(v), "resolved_m")
+            for v in resolved_m
+        ]
+
+    # -- learning rate ---------------------------------------------------------------------------
+
+    @property
+    def learning_rate(self):
+        """The current learning rate (a variable; a schedule's value at the current step)."""
+        return tf.keras.optimizers.Optimizer.learning_rate.fget(self)
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        _check_learning_rate(learning_rate)
+        tf.keras.optimizers.Optimizer.learning_rate.fset(self, learning_rate)
+
+    # -- building --------------------------------------------------------------------------------
 
     def _m_for(self, variable: tf.Variable) -> MValue | None:
         """The `m` of a variable, or None if it gets plain Adam."""
@@ -279,6 +372,20 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
             self._momentums.append(self.add_variable_from_reference(var, "m"))
             self._velocities.append(self.add_variable_from_reference(var, "v"))
         self._m_by_index = m_by_index or [self._m_for(var) for var in var_list]
+        self._variable_names = [var.name for var in var_list]
+        if self._checks_per_step():
+            # Not an optimizer variable and not tracked: a transient flag, never saved, so
+            # checkpoints and `.keras` files are the same with and without checks.
+            with tf.init_scope():
+                fault = tf.Variable([-1, -1], dtype=tf.int64, trainable=False, name="fault")
+            self._fault = self._no_dependency(fault)
+
+    def _checks_per_step(self) -> bool:
+        return (
+            self.check_numerics
+            or isinstance(self._learning_rate, Schedule)
+            or any(isinstance(m, Schedule) for m in self._m_by_index)
+        )
 
     def _resolve_layer_mapping(self, var_list, targets) -> list | None:
         """Check a per-layer `m` against the model's layers; None: resolve by layer name.
@@ -312,15 +419,46 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
             )
         return None
 
+    # -- the update ------------------------------------------------------------------------------
+
     def _m_value(self, m: MValue, dtype) -> tf.Tensor:
         if isinstance(m, Schedule):
             return tf.cast(m(self.iterations), dtype)
         return tf.constant(m, dtype)
 
+    def _guard(self, index: int, lr: tf.Tensor, m_t: tf.Tensor | None, m: MValue | None):
+        """Per-step checks of scheduled values: assert (raises outside XLA), flag the first
+        fault, and clamp (under XLA, where asserts are dropped): a bad step gets learning rate
+        0 and `m` 0, so the variable does not move. Returns the `(lr, m_t)` to use."""
+        step = self.iterations
+        name = self._variable_names[index]
+        ok = tf.constant(True)
+        if isinstance(self._learning_rate, Schedule):
+            lr_ok = tf.math.is_finite(lr) & (lr >= 0)
+            tf.debugging.Assert(
+                lr_ok, [f"{_FAULTS[_LR_FAULT]} (variable {name}): got", lr, "at step", step]
+            )
+            self._flag(step, index, _LR_FAULT, lr_ok)
+            ok = ok & lr_ok
+        if isinstance(m, Schedule):
+            m_ok = tf.math.is_finite(m_t) & (m_t >= 0)
+            tf.debugging.Assert(
+                m_ok, [f"{_FAULTS[_M_FAULT]} (variable {name}): got", m_t, "at step", step]
+            )
+            self._flag(step, index, _M_FAULT, m_ok)
+            ok = ok & m_ok
+            m_t = tf.where(m_ok, m_t, tf.zeros_like(m_t))  # a NaN m would give NaN * 0
+        return tf.where(ok, lr, tf.zeros_like(lr)), m_t
+
+    def _flag(self, step, index: int, kind: int, ok) -> None:
+        code = tf.constant(kind * len(self._variable_names) + index, tf.int64)
+        record = tf.logical_and(tf.logical_not(ok), self._fault[0] < 0)
+        self._fault.assign(
+            tf.where(record, tf.stack([tf.cast(step, tf.int64), code]), self._fault)
+        )
+
     def update_step(self, gradient, variable):
         """One Adam step, damped by `1 - tanh²(m·|v|)` where it moves a target towards zero."""
-        if isinstance(gradient, tf.IndexedSlices):
-            gradient = tf.convert_to_tensor(gradient)
         dtype = variable.dtype
         lr = tf.cast(self.learning_rate, dtype)
         local_step = tf.cast(self.iterations + 1, dtype)
@@ -329,22 +467,73 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         index = self._index_dict[self._var_key(variable)]
         m1 = self._momentums[index]
         m2 = self._velocities[index]
+        m = self._m_by_index[index]
+        if m is not None and not isinstance(m, Schedule) and m == 0:
+            m = None  # f_meta = 1 everywhere: plain Adam, without computing it
+        m_t = None if m is None else self._m_value(m, dtype)
+        if self._fault is not None:
+            lr, m_t = self._guard(index, lr, m_t, m)
 
+        if isinstance(gradient, tf.IndexedSlices) and self.coupled_weight_decay:
+            gradient = tf.convert_to_tensor(gradient)  # g + wd*v is dense
         if self.coupled_weight_decay:
             gradient = gradient + tf.cast(self.coupled_weight_decay, dtype) * variable
         alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         # Same expressions as tf.keras.optimizers.Adam, so that m=0 matches it bit for bit.
-        m1.assign_add((gradient - m1) * (1 - self.beta_1))
-        m2.assign_add((tf.square(gradient) - m2) * (1 - self.beta_2))
+        if isinstance(gradient, tf.IndexedSlices):
+            m1.assign_add(-m1 * (1 - self.beta_1))
+            m1.scatter_add(tf.IndexedSlices(gradient.values * (1 - self.beta_1), gradient.indices))
+            m2.assign_add(-m2 * (1 - self.beta_2))
+            m2.scatter_add(
+                tf.IndexedSlices(tf.square(gradient.values) * (1 - self.beta_2), gradient.indices)
+            )
+        else:
+            m1.assign_add((gradient - m1) * (1 - self.beta_1))
+            m2.assign_add((tf.square(gradient) - m2) * (1 - self.beta_2))
         update = (m1 * alpha) / (tf.sqrt(m2) + self.epsilon)
 
-        m = self._m_by_index[index]
-        if m is not None:
+        if m_t is not None:
             hidden = tf.convert_to_tensor(variable)  # latent value: outside larq's quantized scope
-            f_meta = 1 - tf.square(tf.tanh(self._m_value(m, dtype) * tf.abs(hidden)))
+            f_meta = 1 - tf.square(tf.tanh(m_t * tf.abs(hidden)))
             towards_zero = tf.sign(hidden) * m1 > 0
             update = tf.where(towards_zero, f_meta * update, update)
         variable.assign_sub(update)
+        if self.check_numerics:
+            finite = tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(variable)))
+            name = self._variable_names[index]
+            tf.debugging.Assert(
+                finite, [f"{_FAULTS[_NAN_FAULT]}: {name} at step", self.iterations]
+            )
+            self._flag(self.iterations, index, _NAN_FAULT, finite)
+
+    # -- faults seen under XLA -------------------------------------------------------------------
+
+    @property
+    def fault(self) -> str | None:
+        """The first fault flagged by the per-step checks (see the class docstring), as a
+        message naming the step and the variable, or None."""
+        if self._fault is None:
+            return None
+        step, code = (int(x) for x in self._fault.numpy())
+        if step < 0:
+            return None
+        kind, index = divmod(code, len(self._variable_names))
+        name = self._variable_names[index]
+        if kind == _NAN_FAULT:
+            return f"{_FAULTS[kind]}: {name} at step {step}."
+        return (
+            f"{_FAULTS[kind]} (variable {name}): got a bad value at step {step}; that step "
+            "did not move the variable."
+        )
+
+    def check(self) -> None:
+        """Raise `tf.errors.InvalidArgumentError` if a per-step check flagged a fault (under
+        XLA, where the check cannot raise inside the step); the message names the step."""
+        message = self.fault
+        if message is not None:
+            raise tf.errors.InvalidArgumentError(None, None, message)
+
+    # -- serialization ---------------------------------------------------------------------------
 
     def get_config(self):
         config = super().get_config()
@@ -363,6 +552,8 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
                 "apply_to": self.apply_to,
             }
         )
+        if self.check_numerics:
+            config["check_numerics"] = True
         if isinstance(self.m, dict) and getattr(self, "_m_by_index", None) is not None:
             config["resolved_m"] = [
                 None if v is None else _serialize_m(v) for v in self._m_by_index
@@ -371,10 +562,36 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        """Rebuild from `get_config()` (also configs saved by earlier versions)."""
         config = dict(config)
+        resolved_m = config.pop("resolved_m", None)
         m = config.get("m", 1.3)
         if isinstance(m, dict) and "class_name" not in m:
             config["m"] = {key: _deserialize_m(value) for key, value in m.items()}
         else:
             config["m"] = _deserialize_m(m)
-        return super().from_config(config, custom_objects=custom_objects)
+        optimizer = super().from_config(config, custom_objects=custom_objects)
+        if resolved_m is not None:
+            optimizer._set_resolved_m(resolved_m)
+        return optimizer
+
+
+class CheckOptimizer(tf.keras.callbacks.Callback):
+    """Stop `fit` at the first fault flagged by `MetaplasticAdam`'s per-step checks.
+
+    Outside XLA the checks raise inside the step; under XLA (`jit_compile=True`) they can
+    only flag it, and this callback raises it after the batch (`MetaplasticAdam.check`).
+    Without per-step checks (constant `m` and learning rate, `check_numerics=False`) it
+    does nothing.
+
+    !!! example
+        ```python
+        model.fit(x, y, callbacks=[larq_meta.optimizers.CheckOptimizer()])
+        ```
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        if isinstance(optimizer, MetaplasticAdam):
+            optimizer.check()

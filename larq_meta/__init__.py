@@ -25,6 +25,7 @@ _MODULES = (
     "checkpoint",
     "consolidation",
     "datasets",
+    "distribute",
     "export",
     "hidden_weights",
     "metrics",

@@ -19,6 +19,11 @@ time). The error is small, but a sign activation turns it into flipped bits that
 over the next layer's units: at 4096 units per layer, a BNN trained 50 epochs fell to chance
 in inference mode while batch statistics gave 86 % (documentation, Results: "MNIST then Fashion-MNIST").
 Exact statistics, computed layer after layer in inference mode, restore it.
+
+Synchronized BatchNorm (`BatchNormalization(synchronized=True)`, `synchronized_bn=True` in
+`larq_meta.models`, for `tf.distribute`) is a `BatchNormalization` layer with the same
+weights: every function here treats it as any other. Under a strategy, assignments reach
+every replica's copy.
 """
 
 from __future__ import annotations

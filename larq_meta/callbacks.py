@@ -182,6 +182,10 @@ class TaskEvaluation(TaskCallback):
             task's training inputs per BatchNorm layer. Not with `"batch_stats"`.
         verbose: Log the per-task accuracies after each evaluation (`logging`, INFO).
 
+    Under a `tf.distribute` strategy (model built in `strategy.scope()`), every worker
+    evaluates the full test sets with its copy of the weights (the same on all workers), so
+    the accuracies are those of one process; no replica tests only its share.
+
     # Attributes
         accuracy_matrix: `(T, T)` array, `R[i, j]` = accuracy on task j after task i.
         history: One record per evaluation: `{"task": i, "epoch": e, "accuracies": [...]}`,

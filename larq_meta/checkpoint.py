@@ -15,6 +15,13 @@ latest files are damaged, `load(previous=True)` resumes one epoch earlier.
 
 Resuming with different settings is refused: the error lists every setting whose value
 differs, old and new, instead of mixing two runs into one result.
+
+Under a `tf.distribute` strategy (the model built in `strategy.scope()`), only the chief
+writes into the folder; the other workers of a multi-worker cluster save into a temporary
+folder of their own, deleted by `close()` (they must save too: saving reads BatchNorm
+statistics, which are reduced across workers). Every worker resumes from the chief's folder,
+which must therefore be on storage they all see; workers that find different states refuse
+to start (`CheckpointError`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from larq_meta import distribute
 from larq_meta._utils import json_default
 
 __all__ = ["CheckpointError", "SequenceCheckpoint", "read_sequence_state", "settings_diff"]
@@ -134,6 +142,10 @@ class SequenceCheckpoint(tf.keras.callbacks.Callback):
         settings: Everything that changes what the run computes (JSON-able). A resume with
             other settings raises `CheckpointError` listing the differences.
         task_callbacks: The callbacks whose `get_state()` / `set_state()` are saved.
+
+    # Attributes
+        write_directory: Where this process saves: `directory` on the chief, a temporary
+            folder on the other workers of a multi-worker strategy (see the module).
     """
 
     def __init__(
@@ -150,9 +162,13 @@ class SequenceCheckpoint(tf.keras.callbacks.Callback):
         self.shuffle_seed: int | None = None
         self.task_index = 0
         self._model_to_save = model
+        self._strategy = distribute.model_strategy(model)
         os.makedirs(directory, exist_ok=True)
+        self.write_directory = distribute.worker_directory(directory, self._strategy)
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.write_directory, max_to_keep=2
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 < self.params["epochs"]:  # a task's last epoch: saved after on_task_end
@@ -180,13 +196,17 @@ class SequenceCheckpoint(tf.keras.callbacks.Callback):
         }
         arrays: dict[str, np.ndarray] = {}
         skeleton = json.dumps(_split_arrays(state, arrays), default=json_default)
-        latest = os.path.join(self.directory, STATE_FILE)
-        tmp = os.path.join(self.directory, f".{STATE_FILE}.{os.getpid()}.tmp.npz")
+        latest = os.path.join(self.write_directory, STATE_FILE)
+        tmp = os.path.join(self.write_directory, f".{STATE_FILE}.{os.getpid()}.tmp.npz")
         np.savez(tmp, __skeleton__=np.array(skeleton), **arrays)
         if os.path.exists(latest):  # kept for load(previous=True); its checkpoint is kept too
-            os.replace(latest, os.path.join(self.directory, PREVIOUS_STATE_FILE))
+            os.replace(latest, os.path.join(self.write_directory, PREVIOUS_STATE_FILE))
         os.replace(tmp, latest)
         return latest
+
+    def close(self) -> None:
+        """Delete a worker's temporary folder (nothing on the chief)."""
+        distribute.remove_worker_directory(self.write_directory, self.directory)
 
     def load(self, previous: bool = False) -> dict | None:
         """Restore model, optimizer and callbacks from the last complete epoch (or the one
@@ -202,6 +222,15 @@ class SequenceCheckpoint(tf.keras.callbacks.Callback):
             if previous:
                 raise
             raise CheckpointError(f"{error} {_PREVIOUS_ADVICE}") from error
+        position = -1 if state is None else int(state["task"]) * 1_000_000 + int(
+            state["epochs_done"]
+        )
+        if not distribute.same_on_all_workers(position, self._strategy):
+            raise CheckpointError(
+                f"The workers found different checkpoint states in {self.directory}: it must "
+                "be one folder on storage every worker sees (and no worker may run an older "
+                "copy)."
+            )
         if state is None:
             if previous:
                 raise CheckpointError(f"{self.directory}: no previous checkpoint state to resume.")

@@ -42,6 +42,7 @@ import tensorflow as tf
 from larq_meta._utils import check_int, model_outputs_logits, reject_unexpected, renamed_argument
 from larq_meta.batchnorm import batchnorm_layers
 from larq_meta.callbacks import TaskCallback
+from larq_meta.distribute import model_strategy
 from larq_meta.optimizers import is_binarized, latent
 from larq_meta.tasks import Data, Task, TaskSequence, make_dataset
 
@@ -252,6 +253,11 @@ class EWC(TaskCallback):
     `M = sum_k F_k theta*_k / A` and a constant `c`, so memory does not grow with the
     number of tasks.
 
+    Under a `tf.distribute` strategy (model built in `strategy.scope()`), the penalty's
+    variables are mirrored like the weights and each replica's loss carries its share of the
+    penalty, so the update is the single-device one; the Fisher is computed once, on the full
+    sample, in every worker (identical weights give identical values).
+
     Before the first task ends the penalty is 0. BatchNorm parameters are not consolidated
     (as in the reference); pair the callback with a BatchNorm protocol (`TaskEvaluation`'s
     `bn_protocol`) for evaluation.
@@ -400,17 +406,24 @@ class EWC(TaskCallback):
             raise RuntimeError("This EWC callback is attached to another model; use one per model.")
         if not model.built:
             raise ValueError("EWC needs a built model (call it once, or give it an input shape).")
+        strategy = model_strategy(model)
+        if self.fisher_data == "recorded" and strategy.num_replicas_in_sync > 1:
+            raise ValueError(
+                'EWC(fisher_data="recorded") records training samples in the train step, which '
+                "a tf.distribute strategy runs once per replica; use fisher_data=\"task\"."
+            )
         self._targets = consolidated_variables(model, self.apply_to)
-        self._importance = [
-            tf.Variable(tf.zeros(v.shape), trainable=False, name="ewc_importance")
-            for v in self._targets
-        ]
-        self._anchor = [
-            tf.Variable(tf.zeros(v.shape), trainable=False, name="ewc_anchor")
-            for v in self._targets
-        ]
-        self._offset = tf.Variable(0.0, trainable=False, name="ewc_offset")
-        self._lambda = tf.Variable(self.lambda_, trainable=False, name="ewc_lambda")
+        with strategy.scope():  # mirrored like the weights they are compared with
+            self._importance = [
+                tf.Variable(tf.zeros(v.shape), trainable=False, name="ewc_importance")
+                for v in self._targets
+            ]
+            self._anchor = [
+                tf.Variable(tf.zeros(v.shape), trainable=False, name="ewc_anchor")
+                for v in self._targets
+            ]
+            self._offset = tf.Variable(0.0, trainable=False, name="ewc_offset")
+            self._lambda = tf.Variable(self.lambda_, trainable=False, name="ewc_lambda")
         if self.fisher_data == "recorded":
             self._install_recorder(model)
         model.add_loss(self.penalty)

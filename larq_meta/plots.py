@@ -23,6 +23,7 @@ __all__ = [
     "plot_flip_importance",
     "plot_quadratic_toy",
     "plot_trials",
+    "plot_layer_comparison",
 ]
 
 
@@ -336,4 +337,55 @@ def plot_trials(rows, path: str, objective, hp_names=("m", "learning_rate")) -> 
         ax.set_ylabel(f"{objective.name} ({objective.direction})")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{len(done)} completed trials")
+    return save_figure(fig, path)
+
+
+def plot_layer_comparison(comparison, path: str, title: str | None = None) -> str:
+    """Keras vs LCE layer by layer (`larq_meta.export.compare_layers`): the relative max
+    |difference| of each layer output LCE materialises (log scale; the tolerance dashed) and
+    the fraction of sign flips at each binarized input, the first diverging layer in red.
+
+    !!! example
+        ```python
+        diff = larq_meta.export.compare_layers(model, report.flatbuffer, x_test[:64])
+        larq_meta.plots.plot_layer_comparison(diff, "layers.png")
+        ```
+
+    # Arguments
+        comparison: A `LayerComparison`.
+        path: PNG file to write.
+        title: Figure title (default: the model name and the cause).
+
+    # Returns
+        `path`.
+    """
+    plt = pyplot()
+    rows = comparison.layers
+    x = np.arange(len(rows))
+    first = [i for i, r in enumerate(rows) if r.layer == comparison.first_divergence]
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(max(6.0, 0.28 * len(rows) + 2), 5.6), sharex=True, layout="constrained"
+    )
+    floor = comparison.rtol * 1e-3
+    measured = [(i, max(r.relative_diff, floor)) for i, r in enumerate(rows)
+                if r.relative_diff is not None]
+    if measured:
+        top.scatter(*zip(*measured), s=14, color="tab:blue", zorder=2)
+    top.axhline(comparison.rtol, color="0.5", ls="--", lw=1, label=f"rtol {comparison.rtol:g}")
+    top.set_yscale("log")
+    top.set_ylabel("max |diff| / max |Keras|")
+    top.legend(loc="upper left", fontsize=8)
+    flips = [(i, r.sign_flip_fraction) for i, r in enumerate(rows)
+             if r.sign_flip_fraction is not None]
+    if flips:
+        bottom.bar(*zip(*flips), color="tab:orange", width=0.8)
+    bottom.set_ylabel("sign flips at input")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        for i in first:
+            ax.axvline(i, color="tab:red", lw=1.2)
+    bottom.set_xticks(x, [r.layer for r in rows], rotation=90, fontsize=7)
+    cause = f": first divergence {comparison.first_divergence} ({comparison.cause})" if (
+        comparison.first_divergence) else ": agree at every layer"
+    fig.suptitle(title or f"{comparison.model_name}{cause}", fontsize=10)
     return save_figure(fig, path)

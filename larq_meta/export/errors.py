@@ -10,7 +10,13 @@ class ExportError(ValueError):
 
 
 class ParityError(ExportError):
-    """The exported flatbuffer disagrees with Keras beyond the thresholds; nothing was written."""
+    """The exported flatbuffer disagrees with Keras beyond the thresholds; nothing was written.
+
+    Raised by `to_lce`, it has a `report` attribute: the `ExportReport` of the refused export
+    (`report.flatbuffer` holds the file it did not write), for `compare_layers`.
+    """
+
+    report = None
 
 
 class UnsafeModelError(ExportError):

@@ -23,6 +23,8 @@ __all__ = [
     "op_counts",
     "ops_by_layer",
     "compact_binary_float_weights",
+    "tensor_table",
+    "with_outputs",
 ]
 
 #: Custom operators the LCE runtime (interpreter, Android benchmark tool) provides.
@@ -98,6 +100,52 @@ def ops_by_layer(flatbuffer: bytes, layer_names: Iterable[str]) -> dict[str, lis
         for name in wanted & parts:
             found.setdefault(name, []).append(op)
     return found
+
+
+def tensor_table(flatbuffer: bytes) -> list[dict[str, Any]]:
+    """The tensors of the first subgraph that an operator computes, in execution order:
+    `{"index", "name", "shape", "type" (a `TensorType` name), "op", "inputs" (tensor indices),
+    "consumers" (names of the operators reading it), "output" (a subgraph output)}`."""
+    schema = lce_tflite_schema()
+    model = schema.Model.GetRootAsModel(flatbuffer, 0)
+    names = builtin_names()
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = [_op_name(model.OperatorCodes(i), names) for i in range(model.OperatorCodesLength())]
+    subgraph = model.Subgraphs(0)
+    table, consumers = [], {}
+    for i in range(subgraph.OperatorsLength()):
+        op = subgraph.Operators(i)
+        name = codes[op.OpcodeIndex()]
+        inputs = [op.Inputs(j) for j in range(op.InputsLength())]
+        for t in inputs:
+            consumers.setdefault(t, []).append(name)
+        for j in range(op.OutputsLength()):
+            t = subgraph.Tensors(op.Outputs(j))
+            table.append({
+                "index": op.Outputs(j),
+                "name": t.Name().decode(errors="replace"),
+                "shape": tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
+                "type": types.get(t.Type(), str(t.Type())),
+                "op": name,
+                "inputs": [t for t in inputs if t >= 0],
+            })
+    outputs = {subgraph.Outputs(j) for j in range(subgraph.OutputsLength())}
+    for row in table:
+        row["consumers"] = consumers.get(row["index"], [])
+        row["output"] = row["index"] in outputs
+    return table
+
+
+def with_outputs(flatbuffer: bytes, tensors: Iterable[int]) -> bytes:
+    """The same flatbuffer with tensors `tensors` of the first subgraph appended to its outputs
+    (after the original ones), so that an interpreter returns them: a way to read intermediate
+    tensors from interpreters that do not keep them (LCE's). Operators are unchanged."""
+    schema = lce_tflite_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    subgraph = model.subgraphs[0]
+    outputs = [int(i) for i in subgraph.outputs]
+    subgraph.outputs = outputs + [int(t) for t in tensors if int(t) not in outputs]
+    return _pack(model)
 
 
 def _pack_aligned_buffer(buffer, builder):

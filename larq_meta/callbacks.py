@@ -250,9 +250,10 @@ class TaskEvaluation(TaskCallback):
 
     # -- the task protocol -------------------------------------------------------------------
     def set_model(self, model):
+        if model is not self.model:  # Keras calls this at every fit: keep the traced function
+            self._predict = None
         super().set_model(model)
         self.bn_snapshots.set_model(model)
-        self._predict = None
 
     def on_task_begin(self, task_index, task=None, logs=None):
         if not 0 <= task_index < len(self.tasks):

@@ -327,7 +327,9 @@ def train_sequence(
             `"per_task"` (the paper's), `"batch_stats"` (the reference code's), `"shared"`.
         reset_optimizer_per_task: Zero the optimizer state at each task boundary, as the
             reference does by building a fresh Adam per task (use False for streams, where
-            the optimizer gets no task-boundary signal).
+            the optimizer gets no task-boundary signal). The step counter is part of that
+            state: an `m` or learning-rate schedule starts again with every task; pass False
+            for a schedule over the whole sequence.
         eval_batch_size: Test batch size (the reference: 1000).
         evaluate_every: Test every task every `evaluate_every` epochs and at each task's
             end (see `TaskEvaluation`); 1 gives the paper's per-epoch curves.

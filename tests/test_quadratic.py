@@ -167,7 +167,7 @@ def test_toy_command_writes_what_the_library_computes(tmp_path, capsys):
     [
         (["--bins", "0"], "--bins: must be a positive integer"),
         (["--d", "0"], "--d: must be a positive integer"),
-        (["--eta", "0"], "--eta: must be > 0"),
+        (["--eta", "0"], "--eta: must be a finite number > 0, got 0"),
         (["--eta", "nan"], "--eta: must be a finite number"),
         (["--steps", "-1"], "--steps: must be an integer >= 0"),
         (["--m", "-0.5"], "--m: must be a finite number >= 0"),

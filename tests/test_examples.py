@@ -78,6 +78,7 @@ def smoke_runs(tmp_path_factory):
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OUTPUTS))
 def test_example_smoke(name, smoke_runs):
     run = smoke_runs[name].result()
@@ -95,6 +96,7 @@ def test_example_smoke(name, smoke_runs):
     assert "Traceback" not in process.stderr
 
 
+@pytest.mark.slow
 def test_smoke_environment_variable(smoke_runs):
     """LARQ_META_SMOKE=1 without --smoke gives the smoke run: the toy problem of
     hidden_weights.py has d = 50 in smoke mode, d = 500 otherwise."""

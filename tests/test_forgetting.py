@@ -1,5 +1,6 @@
 """Metaplasticity against catastrophic forgetting, on real MNIST (the claim the package makes)."""
 
+import pytest
 import tensorflow as tf
 
 import larq_meta
@@ -29,6 +30,7 @@ def task1_accuracy_after_task2(m: float, tasks) -> float:
     return float(result.accuracy_matrix[1, 0])
 
 
+@pytest.mark.slow
 def test_metaplasticity_keeps_task_1_on_permuted_mnist():
     tasks = permuted_mnist(num_tasks=2, seed=1)  # real MNIST, official test set
     plain = task1_accuracy_after_task2(0.0, tasks)

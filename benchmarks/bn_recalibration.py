@@ -33,13 +33,13 @@ from larq_meta.batchnorm import (  # noqa: E402
 from larq_meta.callbacks import TaskEvaluation  # noqa: E402
 from larq_meta.models import paper_mlp  # noqa: E402
 from larq_meta.tasks import mnist_fashion  # noqa: E402
-from larq_meta.training import read_sequence_state  # noqa: E402
+from larq_meta.checkpoint import read_sequence_state  # noqa: E402
 
 
 def accuracies(model, tasks, protocol: str, snapshots=()) -> list[float]:
-    evaluation = TaskEvaluation(tasks, bn_protocol=protocol, batch_size=1000)
+    evaluation = TaskEvaluation(tasks, bn_protocol=protocol, eval_batch_size=1000)
     evaluation.set_model(model)
-    evaluation.bn_snapshots = list(snapshots)
+    evaluation.bn_snapshots.snapshots = list(snapshots)
     return [round(100 * a, 2) for a in evaluation.evaluate()]
 
 
@@ -58,14 +58,15 @@ def main():
     path = os.path.join(args.checkpoint_dir, state["checkpoint"])
     tf.train.Checkpoint(model=model).restore(path).expect_partial()
     tasks = mnist_fashion(order=args.order)
-    snapshots = state["evaluation"]["bn_snapshots"]
+    # the trainer's task callbacks, in order: TaskEvaluation, BatchNormSnapshots, yours, history
+    snapshots = state["callbacks"][1]["snapshots"]
     result = {
         "checkpoint": path,
         "task": state["task"],
         "epochs_done": state["epochs_done"],
         "width": args.width,
         "task_names": tasks.names,
-        "settings": state["fingerprint"],
+        "settings": state["settings"],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }

@@ -32,7 +32,6 @@ import tensorflow as tf  # noqa: E402
 
 from larq_meta.callbacks import TaskEvaluation  # noqa: E402
 from larq_meta.consolidation import EWC  # noqa: E402
-from larq_meta.optimizers import MetaplasticAdam  # noqa: E402
 from larq_meta.tasks import permuted_mnist  # noqa: E402
 from larq_meta.training import train_sequence  # noqa: E402
 
@@ -48,17 +47,13 @@ OTHER_PROTOCOLS = ("batch_stats", "shared")
 
 def run(method: str, m: float, tasks, args) -> dict:
     tf.keras.utils.set_random_seed(args.seed)
-    model = larq_meta.models.paper_mlp((args.width, args.width), compute_dtype=args.compute_dtype)
-    model.compile(
-        optimizer=MetaplasticAdam(
-            m=m, learning_rate=args.lr, epsilon=args.epsilon, weight_decay=args.weight_decay
-        ),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+    model = larq_meta.models.compiled_paper_mlp(
+        (args.width, args.width), m=m, learning_rate=args.lr, epsilon=args.epsilon,
+        weight_decay=args.weight_decay, compute_dtype=args.compute_dtype,
     )
     evaluations = {
         p: TaskEvaluation(
-            tasks, bn_protocol=p, batch_size=1000, log_prefix=f"{p}/",
+            tasks, bn_protocol=p, eval_batch_size=1000, log_prefix=f"{p}/",
             evaluate_every=args.evaluate_every,
         )
         for p in OTHER_PROTOCOLS
@@ -66,7 +61,7 @@ def run(method: str, m: float, tasks, args) -> dict:
     callbacks = list(evaluations.values())
     if method in ("ewc", "random"):
         callbacks.append(
-            EWC(lambda_=args.ewc_lambda, fisher_samples=args.fisher_samples, tasks=tasks,
+            EWC(lambda_=args.ewc_lambda, fisher_samples=args.fisher_samples,
                 shuffle_fisher=method == "random", seed=args.seed)
         )
     start = time.perf_counter()

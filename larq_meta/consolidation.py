@@ -160,7 +160,7 @@ def empirical_fisher(
     apply_to: str | Sequence[tf.Variable] = "binarized",
     fisher_batch_size: int | None = None,
     from_logits: bool | None = None,
-    seed: int | None = 0,
+    seed: int | None = 1,
     **deprecated,
 ) -> dict[str, np.ndarray]:
     """Diagonal empirical Fisher information of `model` on `data`.
@@ -320,7 +320,7 @@ class EWC(TaskCallback):
         apply_to: str = "binarized",
         penalty_on: str = "hidden",
         shuffle_fisher: bool = False,
-        seed: int | None = 0,
+        seed: int | None = 1,
         fisher_data: str = "task",
         fisher_batch_size: int | None = None,
         from_logits: bool | None = None,

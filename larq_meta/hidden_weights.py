@@ -224,7 +224,7 @@ def flip_importance(
     eval_samples: int | None = None,
     eval_batch_size: int = 1000,
     from_logits: bool | None = None,
-    seed: int | None = 0,
+    seed: int | None = 1,
     **deprecated,
 ) -> ImportanceTable:
     """How much the loss rises when the signs of weights with a given `|W_h|` are flipped.
@@ -366,7 +366,7 @@ def fisher_correlation(
     fisher: Mapping[str, np.ndarray] | None = None,
     fisher_batch_size: int | None = None,
     from_logits: bool | None = None,
-    seed: int | None = 0,
+    seed: int | None = 1,
     **deprecated,
 ) -> dict[str, dict[str, float]]:
     """Correlation between `|W_h|` and the EWC Fisher importance of the same weights.

@@ -471,7 +471,7 @@ def split_mnist(
     )
 
 
-def stream_indices(num_samples: int, num_subsets: int, seed: int | None = 0) -> list[np.ndarray]:
+def stream_indices(num_samples: int, num_subsets: int, seed: int | None = 1) -> list[np.ndarray]:
     """The index sets `stream` cuts a training set into.
 
     The indices `0..num_samples-1` are shuffled with `np.random.default_rng(seed)` and cut into
@@ -493,7 +493,7 @@ def stream_indices(num_samples: int, num_subsets: int, seed: int | None = 0) -> 
 def stream(
     data: DataPair,
     num_subsets: int,
-    seed: int | None = 0,
+    seed: int | None = 1,
     *,
     name: str = "stream",
 ) -> TaskSequence:
@@ -560,7 +560,7 @@ def stream(
 
 def stream_fashion_mnist(
     num_subsets: int = 60,
-    seed: int | None = 0,
+    seed: int | None = 1,
     *,
     data: DataPair | None = None,
 ) -> TaskSequence:

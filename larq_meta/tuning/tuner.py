@@ -229,7 +229,7 @@ class MetaplasticTuner(keras_tuner.Tuner):
         m_step: float | None = None,
         learning_rate_range: tuple[float, float] | None = None,
         learning_rate_step: float | None = None,
-        seed: int = 0,
+        seed: int = 1,
         executions_per_trial: int = 1,
         save_models: bool = False,
         directory: str | None = None,

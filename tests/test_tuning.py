@@ -443,3 +443,26 @@ def test_damaged_search_records_are_refused_by_name(tmp_path):
     trial.write_bytes(b'{"trial_id": "0", "hyperpar\xff')
     with pytest.raises(ValueError, match=r"trial_0/trial\.json is truncated or corrupt.*overwrite"):
         check_state_files(str(tmp_path), [str(tmp_path / "oracle.json"), str(trial)])
+
+
+def test_command_line_search_writes_tensorboard_logs_per_trial(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    import larq_meta.cli.tune
+
+    monkeypatch.setattr(larq_meta.cli.tune, "load_tasks", cli_tasks)
+    argv = [*CLI_SEARCH, "--max-trials", "2", "--directory", str(tmp_path / "search"),
+            "--project-name", "tb", "--tensorboard", str(tmp_path / "tb")]
+    assert main(["tune", *argv]) == 0
+    trials = sorted(p.name for p in (tmp_path / "tb").iterdir())
+    assert len(trials) == 2 and all(name.startswith("trial_") for name in trials)
+    for name in trials:  # each trial its own curve, epochs numbered over both tasks
+        folder = tmp_path / "tb" / name / "train"
+        steps = sorted(
+            (event.wall_time, event.step)
+            for file in folder.iterdir()
+            for event in tf.compat.v1.train.summary_iterator(str(file))
+            for value in event.summary.value
+            if value.tag == "epoch_acc_task_1"
+        )
+        assert [step for _, step in steps] == [0, 1]

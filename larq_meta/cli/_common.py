@@ -66,6 +66,20 @@ def existing_file(text: str) -> str:
     return text
 
 
+def tensorboard(log_dir: str):
+    """Keras' `TensorBoard` callback writing into `log_dir`; a `UsageError` that says how to
+    install the `tensorboard` package (TensorFlow >= 2.16 no longer installs it) if missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UsageError(
+            "--tensorboard needs the tensorboard package: pip install 'larq-meta[tensorboard]'."
+        )
+    import tensorflow as tf
+
+    return tf.keras.callbacks.TensorBoard(log_dir=log_dir)
+
+
 def common_parser() -> argparse.ArgumentParser:
     """Options every command takes (added through `parents=`)."""
     parser = argparse.ArgumentParser(add_help=False)

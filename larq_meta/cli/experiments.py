@@ -12,12 +12,11 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
-import time
 
 from larq_meta.cli._common import (
     UsageError,
+    tensorboard,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -135,18 +134,6 @@ def start_strategy(args):
     return args.strategy_object
 
 
-def _tensorboard(log_dir: str):
-    import tensorflow as tf
-
-    try:
-        import tensorboard  # noqa: F401  (TensorFlow >= 2.16 no longer installs it)
-    except ImportError:
-        raise UsageError(
-            "--tensorboard needs the tensorboard package: pip install 'larq-meta[tensorboard]'."
-        ) from None
-    return tf.keras.callbacks.TensorBoard(log_dir=log_dir)
-
-
 def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = True) -> dict:
     """Train one model per value of `--m` on `tasks`; write results, tables and plots."""
     import tensorflow as tf
@@ -199,7 +186,7 @@ def run_experiment(tasks, args, *, title: str, reset_optimizer_per_task: bool = 
             snapshots = HiddenWeightSnapshots()
             callbacks.append(snapshots)
         if args.tensorboard and chief:
-            callbacks.append(_tensorboard(os.path.join(args.tensorboard, f"{args.method}_m{m:g}")))
+            callbacks.append(tensorboard(os.path.join(args.tensorboard, f"{args.method}_m{m:g}")))
         os.makedirs(directory, exist_ok=True)
         result = train_sequence(
             model,

@@ -92,6 +92,9 @@ def register(subparsers, common) -> None:
     out.add_argument("--project-name", default="pmnist", help="project name (pmnist)")
     out.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     out.add_argument("--quiet", action="store_true", help="no per-trial output")
+    out.add_argument("--tensorboard", metavar="DIR",
+                     help="write TensorBoard logs, one folder per trial (DIR/trial_<id>), epochs "
+                          "numbered over the whole sequence; needs larq-meta[tensorboard]")
     parser.set_defaults(func=run)
 
 
@@ -130,6 +133,7 @@ def load_tasks(args):
 def run(args) -> int:
     """Run (or resume) the search, print the trials table and the best hyperparameters."""
     _check_search_arguments(args)
+    from larq_meta.cli._common import tensorboard
     from larq_meta.tuning import MetaplasticTuner, paper_mlp_builder
 
     tasks = load_tasks(args)
@@ -162,6 +166,7 @@ def run(args) -> int:
         shuffle_seed=args.seed,
         deterministic=args.deterministic,
         verbose=0 if args.quiet else 1,
+        callbacks=[tensorboard(args.tensorboard)] if args.tensorboard else [],
     )
     if tuner.is_worker:
         ids = ", ".join(t["trial_id"] for t in tuner.executed_trials) or "none"

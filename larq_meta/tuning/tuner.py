@@ -143,6 +143,19 @@ def _train_defaults() -> dict:
     }
 
 
+def _trial_callbacks(callbacks, trial_id: str, execution: int) -> list:
+    """Fresh copies of `callbacks` for one execution of a trial; a `TensorBoard` callback
+    logs into its own folder, `<log_dir>/trial_<id>[/execution_<n>]`, as Keras Tuner does."""
+    copies = _copy_callbacks(callbacks)
+    for callback in copies:
+        if isinstance(callback, tf.keras.callbacks.TensorBoard):
+            parts = [callback.log_dir, f"trial_{trial_id}"]
+            if execution:
+                parts.append(f"execution_{execution}")
+            callback.log_dir = os.path.join(*parts)
+    return copies
+
+
 def _copy_callbacks(callbacks):
     try:
         return copy.deepcopy(callbacks)
@@ -531,7 +544,7 @@ class MetaplasticTuner(keras_tuner.Tuner):
                 self.tasks,
                 epochs_per_task=epochs,
                 shuffle_seed=shuffle_seed + execution,
-                callbacks=_copy_callbacks(callbacks),
+                callbacks=_trial_callbacks(callbacks, trial.trial_id, execution),
                 progress=verbose >= 2,
                 settings={"hyperparameters": dict(hp.values)},
                 **settings,

@@ -22,7 +22,6 @@ unchanged. Everything else is Adam.
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from collections.abc import Callable, Mapping
@@ -30,6 +29,15 @@ from typing import Union
 
 import tensorflow as tf
 
+from larq_meta._metaplastic import (
+    Schedule,
+    check_learning_rate,
+    check_m_value,
+    check_relaxation,
+    deserialize_m,
+    relax,
+    serialize_m,
+)
 from larq_meta._utils import check_float
 
 __all__ = [
@@ -41,7 +49,6 @@ __all__ = [
     "layer_name",
 ]
 
-Schedule = tf.keras.optimizers.schedules.LearningRateSchedule
 MValue = Union[float, Schedule]
 
 #: Key of a per-layer `m` mapping that gives `m` for every layer the mapping does not name.
@@ -76,62 +83,11 @@ def layer_name(variable: tf.Variable) -> str:
     return parts[-2] if len(parts) > 1 else parts[0]
 
 
-def _check_m_value(value, argument: str = "m") -> MValue:
-    if isinstance(value, Schedule):
-        first = float(value(0))
-        if not (math.isfinite(first) and first >= 0):
-            raise ValueError(
-                f"`{argument}` schedule must give finite values >= 0, but gives {first} at step 0."
-            )
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(
-            f"`{argument}` must be a finite float >= 0, a LearningRateSchedule of the step, "
-            f"or a mapping from layer name to such values; got {value!r} of type "
-            f"{type(value).__name__}."
-        )
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"`{argument}` must be a finite float >= 0, got {value!r}.")
-    return float(value)
-
-
-def _serialize_m(value):
-    if isinstance(value, Schedule):
-        return tf.keras.optimizers.schedules.serialize(value)
-    return value
-
-
-def _deserialize_m(value):
-    if isinstance(value, dict) and "class_name" in value:
-        return tf.keras.optimizers.schedules.deserialize(value)
-    return value
-
-
-
-def _check_learning_rate(value) -> None:
-    """ValueError unless `value` is a finite number >= 0, or a schedule whose value at step 0
-    is one (a schedule is checked again at every step, see `MetaplasticAdam`)."""
-    if isinstance(value, Schedule):
-        first = float(value(0))
-        if not (math.isfinite(first) and first >= 0):
-            raise ValueError(
-                "`learning_rate` schedule must give finite values >= 0, but gives "
-                f"{first} at step 0."
-            )
-        return
-    number = None
-    if not isinstance(value, (bool, str)) and isinstance(
-        value, (numbers.Real, tf.Tensor, tf.Variable)
-    ):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = None
-    if number is None or not (math.isfinite(number) and number >= 0):
-        raise ValueError(
-            "`learning_rate` must be a finite float >= 0 or a LearningRateSchedule, got "
-            f"{value!r}."
-        )
+# The rule's plain functions live in `_metaplastic` (kept under these names here).
+_check_m_value = check_m_value
+_serialize_m = serialize_m
+_deserialize_m = deserialize_m
+_check_learning_rate = check_learning_rate
 
 
 _LR_FAULT, _M_FAULT, _NAN_FAULT = 1, 2, 3
@@ -163,8 +119,22 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
     parameters, biases and float layers get plain Adam. Hidden weights are not clipped: a
     ±1 clip would cap consolidation at `1 - tanh²(m)`.
 
-    With `m=0` the optimizer is exactly `tf.keras.optimizers.Adam` with the same arguments,
-    bit for bit, for dense and sparse gradients alike.
+    **Bounded relaxation** (`relaxation=r > 0`, off by default; issue #18). On a long task
+    sequence the paper's rule freezes: `|v|` only grows, so more and more binarized weights
+    reach `1 - tanh²(m·|v|) ≈ 0` and later tasks are learned less and less. With `r > 0`,
+    every binarized kernel (every damped variable) is then relaxed towards the bound `b`
+    (`relaxation_bound`) after each update:
+    `v <- v - r * sign(v) * max(|v| - b, 0)`.
+    The part of `|v|` above `b` decays by `1 - r` per step unless the gradient keeps
+    growing it, so consolidation is kept while it is used and released over `~1/r` steps
+    when it is not; no weight changes sign or crosses `±b` by relaxation. `r=0` is the
+    paper's rule exactly (the relaxation is not computed). Measured on 100 permuted-MNIST
+    tasks (see the "Long task sequences" page), it keeps new tasks learnable, but it trades
+    old tasks for new ones along the same frontier as `m`; it does not beat the best `m`.
+
+    With `m=0` (and no relaxation) the optimizer is exactly `tf.keras.optimizers.Adam` with
+    the same arguments, bit for bit, for dense and sparse gradients alike. The relaxation
+    acts on the whole variable at every step, also after a sparse gradient.
 
     **Sparse gradients** (`tf.IndexedSlices`, e.g. from an `Embedding`) take Keras Adam's
     sparse branch: Keras first sums the values of repeated indices, then both moments decay
@@ -205,6 +175,8 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         # m as a function of the step:
         schedules = tf.keras.optimizers.schedules
         MetaplasticAdam(m=schedules.PiecewiseConstantDecay([1000], [0.0, 1.3]))
+        # Long sequences: hidden weights relaxed towards 0 at 0.3 % per step (issue #18):
+        MetaplasticAdam(0.005, m=6.0, relaxation=0.003)
         ```
 
     # Arguments
@@ -224,6 +196,9 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         apply_to: Which variables get the metaplastic damping: `"binarized"` (default, the
             paper's rule) or `"kernels"` (every layer kernel, binarized or float, as in the
             paper's Fig. 2f experiment on a full-precision network).
+        relaxation: Rate `r` in [0, 1] of the bounded relaxation (see above) per step;
+            0 (default) is the paper's rule.
+        relaxation_bound: The bound `b >= 0` towards which `|v|` relaxes (0: towards zero).
         check_numerics: Check every variable after each update and stop at the first
             non-finite one, naming it (costs one reduction per variable and step).
         clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
@@ -252,6 +227,8 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         epsilon: float = 1e-7,
         weight_decay: float = 0.0,
         apply_to: str = "binarized",
+        relaxation: float = 0.0,
+        relaxation_bound: float = 0.0,
         check_numerics: bool = False,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
@@ -310,6 +287,7 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         self.epsilon = epsilon
         self.coupled_weight_decay = float(weight_decay or 0.0)
         self.apply_to = apply_to
+        self.relaxation, self.relaxation_bound = check_relaxation(relaxation, relaxation_bound)
         self.check_numerics = check_numerics
         # Per-variable `m` of a per-layer mapping, as resolved when first built (see build).
         self._resolved_m = None
@@ -468,6 +446,7 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
         m1 = self._momentums[index]
         m2 = self._velocities[index]
         m = self._m_by_index[index]
+        relaxed = m is not None and self.relaxation > 0
         if m is not None and not isinstance(m, Schedule) and m == 0:
             m = None  # f_meta = 1 everywhere: plain Adam, without computing it
         m_t = None if m is None else self._m_value(m, dtype)
@@ -498,6 +477,9 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
             towards_zero = tf.sign(hidden) * m1 > 0
             update = tf.where(towards_zero, f_meta * update, update)
         variable.assign_sub(update)
+        if relaxed:  # on the whole variable, also after a sparse gradient
+            hidden = tf.convert_to_tensor(variable)
+            variable.assign(relax(hidden, self.relaxation, self.relaxation_bound))
         if self.check_numerics:
             finite = tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(variable)))
             name = self._variable_names[index]
@@ -552,6 +534,9 @@ class MetaplasticAdam(tf.keras.optimizers.Optimizer):
                 "apply_to": self.apply_to,
             }
         )
+        if self.relaxation:  # absent when off: the paper rule's config is unchanged
+            config["relaxation"] = self.relaxation
+            config["relaxation_bound"] = self.relaxation_bound
         if self.check_numerics:
             config["check_numerics"] = True
         if isinstance(self.m, dict) and getattr(self, "_m_by_index", None) is not None:

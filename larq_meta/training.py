@@ -253,6 +253,19 @@ class _SequenceProgress(TaskCallback):
         self.bar.close()
 
 
+class _OptimizerCheck(tf.keras.callbacks.Callback):
+    """Raise, at the end of each epoch, the first fault `MetaplasticAdam`'s per-step checks
+    flagged (a bad `m` or learning rate from a schedule, a non-finite hidden weight). Under
+    XLA a check cannot raise inside the step, so the step is skipped and recorded
+    (`MetaplasticAdam.check`); this surfaces it. Per-batch: `optimizers.CheckOptimizer`."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        check = getattr(optimizer, "check", None)
+        if callable(check):
+            check()
+
+
 class _EpochTimer(tf.keras.callbacks.Callback):
     """Writes `train_seconds` (the epoch's training time, evaluation excluded) into `logs`.
     It runs before the evaluation callback, once Keras has synced the epoch's results."""
@@ -459,7 +472,7 @@ def train_sequence(
     if checkpoint is not None:
         checkpoint.shuffle_seed = shuffle_seed
 
-    keras_callbacks = [_EpochTimer(), evaluation, snapshots, *callbacks]
+    keras_callbacks = [_EpochTimer(), _OptimizerCheck(), evaluation, snapshots, *callbacks]
     bar = None
     if progress:
         done = sum(epochs[:start_task]) + start_epoch

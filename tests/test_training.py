@@ -239,3 +239,16 @@ def test_recalibrated_evaluation_snapshots_exact_statistics():
     assert result.accuracy_matrix[1, 1] == pytest.approx(manual_accuracy(model, tasks[1]))
     with pytest.raises(ValueError, match="recalibrate_bn.*batch_stats"):
         TaskEvaluation(tasks, bn_protocol="batch_stats", recalibrate_bn=True)
+
+
+def test_a_bad_scheduled_m_under_xla_stops_the_sequence_naming_the_step():
+    """Under XLA the optimizer cannot raise inside the step; the trainer raises the fault it
+    recorded at the end of the epoch."""
+    schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay([3], [1.0, -0.5])
+    tf.keras.utils.set_random_seed(0)
+    model = larq_meta.models.compiled_paper_mlp(
+        (16, 16), m=schedule, learning_rate=0.01, num_classes=4, input_shape=(20,),
+        jit_compile=True,
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="step 4"):
+        train_sequence(model, synthetic_tasks(), batch_size=32, progress=False)

@@ -66,6 +66,20 @@ def existing_file(text: str) -> str:
     return text
 
 
+def output_folder(path: str, option: str = "--output") -> str:
+    """Create the output folder `path`; a `UsageError` naming `option`, before any work, if
+    it is a file, cannot be created or is not writable."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{option} {path}: exists and is not a folder; choose another {option}.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot create it ({error.strerror}).") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: not writable; choose another {option}.")
+    return path
+
+
 def tensorboard(log_dir: str):
     """Keras' `TensorBoard` callback writing into `log_dir`; a `UsageError` that says how to
     install the `tensorboard` package (TensorFlow >= 2.16 no longer installs it) if missing."""

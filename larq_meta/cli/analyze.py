@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 from larq_meta.cli._common import (
-    UsageError,
     non_negative_float,
     non_negative_int,
+    output_folder,
     positive_float,
     positive_int,
 )
@@ -71,25 +71,12 @@ def register(subparsers, common) -> None:
     analyze.set_defaults(func=run_analyze)
 
 
-def _output_folder(path: str) -> str:
-    """Create `--output` (a usage error, before any work, if it cannot hold the results)."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"--output {path}: exists and is not a folder; choose another path.")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--output {path}: cannot create the folder ({error.strerror}).") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"--output {path}: the folder is not writable; choose another path.")
-    return path
-
-
 def run_toy(args) -> int:
     from larq_meta._utils import write_json
     from larq_meta.plots import plot_quadratic_toy
     from larq_meta.quadratic import quadratic_toy
 
-    output = _output_folder(args.output)
+    output = output_folder(args.output)
     summary = {}
     for d in dict.fromkeys(args.d):  # each dimension once
         result = quadratic_toy(d=d, eta=args.eta, steps=args.steps, m=args.m, seed=args.seed,
@@ -119,7 +106,7 @@ def run_analyze(args) -> int:
         train_mnist_bnn,
     )
 
-    output = _output_folder(args.output)
+    output = output_folder(args.output)
     summary, snapshots = {}, []
     values = list(dict.fromkeys(args.m))  # each m once
     for m in values:

@@ -16,11 +16,12 @@ import tempfile
 
 from larq_meta.cli._common import (
     UsageError,
-    tensorboard,
     non_negative_float,
     non_negative_int,
+    output_folder,
     positive_float,
     positive_int,
+    tensorboard,
 )
 
 __all__ = ["register"]
@@ -81,15 +82,7 @@ def check_output(args) -> None:
                          "normalizes test batches with their own statistics.")
     if args.resume_previous and not args.checkpoint:
         raise UsageError("--resume-previous needs --checkpoint.")
-    output = args.output
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise UsageError(f"--output {output}: exists and is not a folder; choose another --output.")
-    try:
-        os.makedirs(output, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--output {output}: cannot create it ({error.strerror}).") from None
-    if not os.access(output, os.W_OK | os.X_OK):
-        raise UsageError(f"--output {output}: not writable; choose another --output.")
+    output = output_folder(args.output)
     if args.overwrite:
         return
     for m in args.m:

@@ -73,6 +73,14 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> str:
     return path
 
 
+def as_json(value):
+    """`value` as JSON gives it back: tuples become lists, numpy values Python ones (so
+    settings compare equal before and after a save)."""
+    import json
+
+    return json.loads(json.dumps(value, default=json_default))
+
+
 def write_json(path: str | os.PathLike, value) -> str:
     """Write `value` as indented JSON (numpy values converted), atomically."""
     import json

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_meta import distribute
-from larq_meta._utils import json_default
+from larq_meta._utils import as_json, json_default
 
 __all__ = ["CheckpointError", "SequenceCheckpoint", "read_sequence_state", "settings_diff"]
 
@@ -124,11 +124,6 @@ def settings_diff(old: Mapping, new: Mapping) -> list[str]:
     ]
 
 
-def _normalize(value):
-    """The settings as JSON would give them back (tuples -> lists, numpy -> Python)."""
-    return json.loads(json.dumps(value, default=json_default))
-
-
 class SequenceCheckpoint(tf.keras.callbacks.Callback):
     """Save a task sequence's run state after every epoch; resume it.
 
@@ -157,10 +152,11 @@ class SequenceCheckpoint(tf.keras.callbacks.Callback):
     ):
         super().__init__()
         self.directory = directory
-        self.settings = _normalize(dict(settings))
+        self.settings = as_json(dict(settings))
         self.task_callbacks = list(task_callbacks)
         self.shuffle_seed: int | None = None
         self.task_index = 0
+        self._first_epoch = 0  # global index of the current task's first epoch
         self._model_to_save = model
         self._strategy = distribute.model_strategy(model)
         os.makedirs(directory, exist_ok=True)

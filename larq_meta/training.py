@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_meta import distribute, metrics
-from larq_meta._utils import check_int, json_default, write_atomic, write_json
+from larq_meta._utils import as_json, check_int, write_atomic, write_json
 from larq_meta.callbacks import BatchNormSnapshots, TaskCallback, TaskEvaluation, task_callbacks
 from larq_meta.checkpoint import SequenceCheckpoint
 from larq_meta.tasks import Task, TaskSequence, as_sequence, make_dataset, steps_per_epoch
@@ -415,7 +414,7 @@ def train_sequence(
         "optimizer": tf.keras.optimizers.serialize(optimizer),
         "model": model.name,
     }
-    settings = json.loads(json.dumps(dict(settings or {}), default=json_default))
+    settings = as_json(dict(settings or {}))
     strategy = distribute.model_strategy(model)
     if getattr(model, "jit_compile", False) and not distribute.xla_supported(strategy):
         raise ValueError(

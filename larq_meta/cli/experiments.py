@@ -58,7 +58,9 @@ def _method_callbacks(method: str, args) -> list:
 
 def _run_settings(args, m: float) -> dict:
     settings = {key: getattr(args, key) for key in RUN_SETTINGS if hasattr(args, key)}
-    return json.loads(json.dumps({**settings, "m": m}))
+    from larq_meta._utils import as_json
+
+    return as_json({**settings, "m": m})
 
 
 def _run_directory(args, m: float) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from larq_meta._utils import iter_layers, json_default, write_atomic
+from larq_meta._utils import as_json, iter_layers, write_atomic
 from larq_meta.tuning.objectives import DEPRECATED_METRIC_NAMES
 
 __all__ = [
@@ -55,10 +55,6 @@ class SearchSettingsError(ValueError):
     def __init__(self, message: str, differences: Mapping | None = None):
         super().__init__(message)
         self.differences = dict(differences or {})
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=json_default))
 
 
 def describe_tasks(tasks) -> dict:
@@ -90,12 +86,12 @@ def describe_tasks(tasks) -> dict:
                 digest.update(np.ascontiguousarray(np.asarray(y)).tobytes())
                 digest.update(np.ascontiguousarray(np.asarray(x[:64])).tobytes())
     except TypeError:  # tf.data tasks: their size and content are not known in advance
-        return _jsonable(settings)
+        return as_json(settings)
     settings["train_sizes"] = train_sizes
     settings["test_sizes"] = test_sizes
     settings["input_shape"] = list(np.shape(tasks[0].x_train)[1:])
     settings["data_digest"] = digest.hexdigest()
-    return _jsonable(settings)
+    return as_json(settings)
 
 
 def describe_model(model, searched: tuple[str, ...] = ("m",)) -> dict:
@@ -133,7 +129,7 @@ def describe_model(model, searched: tuple[str, ...] = ("m",)) -> dict:
                 if isinstance(value, np.floating):  # float32 0.005 -> 0.005, not 0.00499999...
                     value = float(str(value))
                 settings[f"optimizer.{key}"] = value
-    return _jsonable(settings)
+    return as_json(settings)
 
 
 def check_state_files(project_dir: str, paths) -> None:
@@ -228,10 +224,10 @@ def check_resume(project_dir: str, settings: Mapping, defaults: Mapping | None =
             new value), or the record is unreadable.
     """
     path = os.path.join(project_dir, SETTINGS_FILE)
-    settings = _jsonable(dict(settings))
+    settings = as_json(dict(settings))
     if os.path.exists(path):
         recorded, old_format = _upgrade(_read(path))
-        recorded = {**_jsonable(dict(defaults or {})), **recorded}
+        recorded = {**as_json(dict(defaults or {})), **recorded}
         keys = sorted(set(recorded) | (set() if old_format else set(settings)))
         differences = {
             key: (recorded.get(key), settings.get(key))
